@@ -1,0 +1,108 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "daemon/config/node.h"
+#include "daemon/core/change.h"
+#include "daemon/plugin/registry.h"
+
+namespace cdcd {
+
+class Metrics;
+
+struct BatchConfig {
+  std::size_t max_events = 500;
+  std::uint64_t max_bytes = 1 << 20;
+  std::chrono::milliseconds max_wait{100};
+  std::size_t max_in_flight = 4;  // batches written but not yet acknowledged
+};
+
+enum class OnError { kStop, kDeadLetter };
+
+struct StartConfig {
+  enum class Kind { kCheckpoint, kBeginning, kLsn, kTimestamp };
+  Kind kind = Kind::kCheckpoint;
+  std::uint64_t lsn = 0;            // kLsn: first lsn delivered
+  std::int64_t timestamp_us = 0;    // kTimestamp: first commit time delivered
+};
+
+struct ConsumerConfig {
+  std::string name;
+  std::string source;
+  std::vector<std::string> sinks;
+  std::vector<std::string> entities{"*"};  // globs with '*'
+  std::vector<std::string> exclude_entities;
+  std::vector<Operation> operations;  // empty = all
+  StartConfig start;
+  BatchConfig batch;
+  OnError on_error = OnError::kStop;
+  std::string dead_letter_sink;           // with on_error: dead_letter
+  std::uint64_t max_queue_bytes = 16 << 20;  // source-to-consumer queue bound
+};
+
+struct SourceInstance {
+  std::string name;
+  std::string type;
+  std::unique_ptr<Source> source;
+};
+
+struct SinkInstance {
+  std::string name;
+  std::string type;
+  std::unique_ptr<Sink> sink;
+};
+
+struct CheckpointsConfig {
+  std::string type;
+  std::chrono::milliseconds interval{1000};
+  std::unique_ptr<CheckpointStore> store;
+};
+
+struct MetricsConfig {
+  std::string listen;  // "host:port"; empty = no HTTP server
+};
+
+struct LogConfig {
+  std::string level = "info";   // trace, debug, info, warn, error, critical, off
+  std::string format = "text";  // text | json
+};
+
+struct DaemonConfig {
+  std::string file;
+  std::vector<SourceInstance> sources;
+  std::vector<SinkInstance> sinks;
+  CheckpointsConfig checkpoints;
+  std::vector<ConsumerConfig> consumers;
+  MetricsConfig metrics;
+  LogConfig log;
+  std::chrono::milliseconds shutdown_timeout{30000};
+};
+
+// What plugin factories get besides their options.
+struct PluginEnvironment {
+  Metrics* metrics = nullptr;
+  // Builds the logger a plugin logs through, named after it (e.g. "source.demo").
+  std::function<std::shared_ptr<spdlog::logger>(const std::string& name)> logger;
+};
+
+// Reads and validates the config file, creating (not starting) every plugin. On any problem,
+// `diagnostics` holds all of them, each as "FILE:LINE:COLUMN: error: PATH: MESSAGE", and the result
+// is nullopt. `env` resolves ${VAR} interpolation (the process environment by default).
+std::optional<DaemonConfig> load_config(const std::string& path, const PluginRegistry& registry,
+                                        const PluginEnvironment& plugins,
+                                        config::Diagnostics& diagnostics,
+                                        config::EnvLookup env = {});
+
+// Same, from text already in memory (`file` names it in diagnostics).
+std::optional<DaemonConfig> parse_config(const std::string& text, const std::string& file,
+                                         const PluginRegistry& registry,
+                                         const PluginEnvironment& plugins,
+                                         config::Diagnostics& diagnostics,
+                                         config::EnvLookup env = {});
+
+}  // namespace cdcd

@@ -1,0 +1,59 @@
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include "daemon/core/change.h"
+#include "daemon/plugin/sink.h"
+#include "daemon/plugin/source.h"
+
+namespace cdcd {
+
+struct ConsumerMetrics {
+  prometheus::Gauge* checkpoint_lsn = nullptr;
+  prometheus::Gauge* lag_bytes = nullptr;
+  prometheus::Gauge* lag_seconds = nullptr;
+  prometheus::Gauge* queue_bytes = nullptr;
+  prometheus::Counter* dead_letters = nullptr;
+};
+
+// The daemon's metric families (see the metrics reference in README.md). Thread-safe; the metric
+// objects it hands out live as long as it does.
+class Metrics {
+ public:
+  Metrics();
+
+  std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
+
+  SourceMetrics source(const std::string& source);
+  SinkMetrics sink(const std::string& sink);
+  ConsumerMetrics consumer(const std::string& consumer);
+  prometheus::Histogram& sink_batch_duration(const std::string& sink);
+  prometheus::Counter& events(const std::string& consumer, const std::string& sink, Operation op);
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::mutex mutex_;
+  prometheus::Family<prometheus::Gauge>& source_read_lsn_;
+  prometheus::Family<prometheus::Gauge>& source_head_lsn_;
+  prometheus::Family<prometheus::Counter>& lsn_gaps_;
+  prometheus::Family<prometheus::Gauge>& checkpoint_lsn_;
+  prometheus::Family<prometheus::Gauge>& lag_bytes_;
+  prometheus::Family<prometheus::Gauge>& lag_seconds_;
+  prometheus::Family<prometheus::Gauge>& queue_bytes_;
+  prometheus::Family<prometheus::Counter>& dead_letters_;
+  prometheus::Family<prometheus::Counter>& events_;
+  prometheus::Family<prometheus::Histogram>& batch_duration_;
+  prometheus::Family<prometheus::Counter>& sink_errors_;
+  prometheus::Family<prometheus::Counter>& sink_retries_;
+};
+
+}  // namespace cdcd
