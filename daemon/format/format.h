@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -23,6 +24,7 @@ std::string_view to_string(Format format);
 struct EncodeContext {
   std::string_view source_name;  // the config name of the source (Debezium source.name fallback)
   std::string_view connector;    // the source's type (Debezium source.connector)
+  std::int64_t processed_at_us = 0;  // when the sink serialized it (Debezium's top-level ts_ms)
 };
 
 // Appends one serialized change, as a single line of compact JSON without the newline.
