@@ -10,8 +10,8 @@ namespace cdcd {
 // Errors cross every plugin interface as values; exceptions never leave a library boundary.
 struct Error {
   std::string message;
-  // A retryable error may succeed if the same operation is tried again later (network, broker down);
-  // a permanent one will not (bad credentials, record too large, schema mismatch).
+  // A retryable error may succeed if the same operation is tried again later (network, broker
+  // down); a permanent one will not (bad credentials, record too large, schema mismatch).
   bool retryable = false;
 };
 

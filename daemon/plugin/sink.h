@@ -32,7 +32,8 @@ struct DeliveryReport {
   std::vector<RejectedChange> rejected;
 };
 
-// Called exactly once per write(), from any thread (possibly before write() returns). Must not block.
+// Called exactly once per write(), from any thread (possibly before write() returns). Must not
+// block.
 using AckFn = std::function<void(DeliveryReport)>;
 
 struct SinkMetrics {

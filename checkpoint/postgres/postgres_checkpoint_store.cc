@@ -1,0 +1,122 @@
+#include "checkpoint/postgres/postgres_checkpoint_store.h"
+
+#include <charconv>
+
+#include <spdlog/spdlog.h>
+
+namespace cdcd::postgres {
+
+namespace {
+
+std::optional<std::uint64_t> parse_u64(const char* text) {
+  std::string_view view(text);
+  std::uint64_t value = 0;
+  auto [end, error] = std::from_chars(view.data(), view.data() + view.size(), value);
+  if (error != std::errc() || end != view.data() + view.size()) return std::nullopt;
+  return value;
+}
+
+}  // namespace
+
+PostgresCheckpointStore::PostgresCheckpointStore(PostgresCheckpointStoreOptions options,
+                                                 CheckpointStoreContext context)
+    : options_(std::move(options)), context_(std::move(context)) {}
+
+Status PostgresCheckpointStore::connect() {
+  auto conn = PgConnection::connect(options_.dsn, {{"application_name", "cdcd checkpoints"}});
+  if (!conn) return tl::unexpected(conn.error());
+  conn_ = std::move(*conn);
+  auto dot = options_.table.find('.');
+  table_sql_ = dot == std::string::npos
+                   ? conn_.quote_identifier(options_.table)
+                   : conn_.quote_identifier(options_.table.substr(0, dot)) + "." +
+                         conn_.quote_identifier(options_.table.substr(dot + 1));
+  return ok();
+}
+
+Status PostgresCheckpointStore::start() {
+  std::lock_guard lock(mutex_);
+  if (auto connected = connect(); !connected) return connected;
+  auto created = conn_.exec("CREATE TABLE IF NOT EXISTS " + table_sql_ +
+                            " (consumer text PRIMARY KEY, lsn numeric(20, 0) NOT NULL, "
+                            "\"offset\" numeric(20, 0) NOT NULL, commit_time_us bigint NOT NULL, "
+                            "saved_at_us bigint NOT NULL, saved_at timestamptz NOT NULL)");
+  if (!created) {
+    return fail("cannot create checkpoint table " + options_.table + " on " + conn_.describe() +
+                ": " + created.error().message);
+  }
+  auto log = context_.log ? context_.log : spdlog::default_logger();
+  log->info("checkpoints in table {} on {}", options_.table, conn_.describe());
+  return ok();
+}
+
+Result<PgResult> PostgresCheckpointStore::run(const Statement& statement) {
+  if (!conn_.ok()) {
+    if (auto connected = connect(); !connected) return tl::unexpected(connected.error());
+  }
+  auto result = statement(conn_);
+  if (result || conn_.ok()) {
+    // A failed statement inside BEGIN ... COMMIT leaves the session in an aborted transaction.
+    if (!result && PQtransactionStatus(conn_.get()) == PQTRANS_INERROR)
+      (void)conn_.exec("ROLLBACK");
+    return result;
+  }
+  if (auto connected = connect(); !connected) return tl::unexpected(connected.error());
+  return statement(conn_);
+}
+
+Result<std::optional<Checkpoint>> PostgresCheckpointStore::load(const std::string& consumer) {
+  std::lock_guard lock(mutex_);
+  auto result = run([&](PgConnection& conn) {
+    return conn.exec_params(
+        "SELECT lsn::text, \"offset\"::text, commit_time_us, saved_at_us FROM " + table_sql_ +
+            " WHERE consumer = $1",
+        {consumer});
+  });
+  if (!result) return tl::unexpected(result.error());
+  PGresult* rows = result->get();
+  if (PQntuples(rows) == 0) return std::optional<Checkpoint>();
+  auto lsn = parse_u64(PQgetvalue(rows, 0, 0));
+  auto offset = parse_u64(PQgetvalue(rows, 0, 1));
+  if (!lsn || !offset)
+    return fail("malformed checkpoint of consumer " + consumer + " in " + options_.table);
+  Checkpoint checkpoint;
+  checkpoint.lsn = *lsn;
+  checkpoint.offset = *offset;
+  checkpoint.commit_time_us = std::strtoll(PQgetvalue(rows, 0, 2), nullptr, 10);
+  checkpoint.saved_at_us = std::strtoll(PQgetvalue(rows, 0, 3), nullptr, 10);
+  return std::optional<Checkpoint>(checkpoint);
+}
+
+Status PostgresCheckpointStore::save(const std::string& consumer, const Checkpoint& checkpoint) {
+  std::lock_guard lock(mutex_);
+  auto result = run([&](PgConnection& conn) {
+    // One round trip; synchronous_commit on for this transaction only makes it durable whatever
+    // the server's default.
+    return conn.exec(
+        "BEGIN; SET LOCAL synchronous_commit = on; INSERT INTO " + table_sql_ +
+        " (consumer, lsn, \"offset\", commit_time_us, saved_at_us, saved_at) VALUES (" +
+        conn.quote_literal(consumer) + ", " + std::to_string(checkpoint.lsn) + ", " +
+        std::to_string(checkpoint.offset) + ", " + std::to_string(checkpoint.commit_time_us) +
+        ", " + std::to_string(checkpoint.saved_at_us) +
+        ", now()) ON CONFLICT (consumer) DO UPDATE SET lsn = EXCLUDED.lsn, "
+        "\"offset\" = EXCLUDED.\"offset\", commit_time_us = EXCLUDED.commit_time_us, "
+        "saved_at_us = EXCLUDED.saved_at_us, saved_at = EXCLUDED.saved_at; COMMIT");
+  });
+  if (!result) {
+    return tl::unexpected(Error{"saving checkpoint of " + consumer + ": " + result.error().message,
+                                result.error().retryable});
+  }
+  return ok();
+}
+
+Status PostgresCheckpointStore::remove(const std::string& consumer) {
+  std::lock_guard lock(mutex_);
+  auto result = run([&](PgConnection& conn) {
+    return conn.exec_params("DELETE FROM " + table_sql_ + " WHERE consumer = $1", {consumer});
+  });
+  if (!result) return tl::unexpected(result.error());
+  return ok();
+}
+
+}  // namespace cdcd::postgres

@@ -1,0 +1,289 @@
+#include "daemon/cli/commands.h"
+
+#include <chrono>
+#include <cstdio>
+#include <memory>
+
+#include <curl/curl.h>
+#include <nlohmann/json.hpp>
+
+#include "daemon/cli/cli.h"
+#include "daemon/config/daemon_config.h"
+#include "daemon/format/rfc3339.h"
+#include "daemon/metrics/metrics.h"
+#include "daemon/runtime/daemon.h"
+#include "daemon/runtime/logging.h"
+#include "daemon/runtime/status.h"
+
+namespace cdcd {
+
+namespace {
+
+// A config loaded for an offline command: its plugins are created but not started.
+struct OfflineConfig {
+  Metrics metrics;
+  DaemonConfig config;
+};
+
+std::unique_ptr<OfflineConfig> load_offline(const std::string& path,
+                                            const PluginRegistry& registry) {
+  configure_logging("warn", "text");
+  auto offline = std::make_unique<OfflineConfig>();
+  config::Diagnostics diagnostics;
+  PluginEnvironment plugins{&offline->metrics,
+                            [](const std::string& name) { return make_logger(name); }};
+  auto config = load_config(path, registry, plugins, diagnostics);
+  if (!config) {
+    std::fputs(diagnostics.to_string().c_str(), stderr);
+    return nullptr;
+  }
+  offline->config = std::move(*config);
+  return offline;
+}
+
+const ConsumerConfig* find_consumer(const DaemonConfig& config, const std::string& name) {
+  for (const auto& consumer : config.consumers) {
+    if (consumer.name == name) return &consumer;
+  }
+  return nullptr;
+}
+
+std::size_t collect_body(char* data, std::size_t size, std::size_t count, void* out) {
+  static_cast<std::string*>(out)->append(data, size * count);
+  return size * count;
+}
+
+// The running daemon's /status, if one answers on the config's metrics address.
+std::optional<nlohmann::json> fetch_live_status(const std::string& listen) {
+  if (listen.empty()) return std::nullopt;
+  std::unique_ptr<CURL, void (*)(CURL*)> curl(curl_easy_init(), curl_easy_cleanup);
+  std::string body;
+  std::string url = "http://" + listen + "/status";
+  curl_easy_setopt(curl.get(), CURLOPT_URL, url.c_str());
+  curl_easy_setopt(curl.get(), CURLOPT_TIMEOUT_MS, 2000L);
+  curl_easy_setopt(curl.get(), CURLOPT_NOPROXY, "*");
+  curl_easy_setopt(curl.get(), CURLOPT_WRITEFUNCTION, collect_body);
+  curl_easy_setopt(curl.get(), CURLOPT_WRITEDATA, &body);
+  long status = 0;
+  if (curl_easy_perform(curl.get()) != CURLE_OK) return std::nullopt;
+  curl_easy_getinfo(curl.get(), CURLINFO_RESPONSE_CODE, &status);
+  if (status != 200) return std::nullopt;
+  auto document = nlohmann::json::parse(body, nullptr, false);
+  if (document.is_discarded()) return std::nullopt;
+  return document;
+}
+
+std::int64_t now_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::optional<nlohmann::json> offline_status(OfflineConfig& offline) {
+  if (auto started = offline.config.checkpoints.store->start(); !started) {
+    std::fprintf(stderr, "checkpoint store: %s\n", started.error().message.c_str());
+    return std::nullopt;
+  }
+  std::vector<ConsumerStatus> statuses;
+  for (const auto& consumer : offline.config.consumers) {
+    auto checkpoint = offline.config.checkpoints.store->load(consumer.name);
+    if (!checkpoint) {
+      std::fprintf(stderr, "consumer %s: %s\n", consumer.name.c_str(),
+                   checkpoint.error().message.c_str());
+      return std::nullopt;
+    }
+    ConsumerStatus status;
+    status.name = consumer.name;
+    status.source = consumer.source;
+    status.checkpoint = *checkpoint;
+    statuses.push_back(status);
+  }
+  nlohmann::json document = status_document(statuses);
+  document["daemon"] = "not running";
+  for (std::size_t i = 0; i < statuses.size(); ++i) {
+    auto& entry = document["consumers"][i];
+    // Without the daemon only the checkpoint is known: the lag since its commit time.
+    entry["state"] = "stopped";
+    entry["lag_bytes"] = nullptr;
+    entry["queue_bytes"] = nullptr;
+    entry["lag_seconds"] =
+        statuses[i].checkpoint
+            ? nlohmann::json((now_us() - statuses[i].checkpoint->commit_time_us) / 1e6)
+            : nlohmann::json(nullptr);
+  }
+  return document;
+}
+
+// An Emitter that reads a source from its beginning to find the last transaction committed
+// before a given time.
+class TimestampSeeker : public Emitter {
+ public:
+  explicit TimestampSeeker(std::int64_t before_us) : before_us_(before_us) {}
+
+  void emit(SourceEvent&& event) override {
+    ++events_;
+    if (const auto* end = std::get_if<TransactionEnd>(&event)) {
+      if (end->timestamp_us >= before_us_) {
+        found_later_ = true;
+      } else {
+        last_before_ = Checkpoint{end->lsn, end->offset, end->timestamp_us, now_us()};
+      }
+    }
+  }
+  bool wants_more() const override { return !found_later_; }
+
+  bool found_later() const { return found_later_; }
+  std::uint64_t events() const { return events_; }
+  const std::optional<Checkpoint>& last_before() const { return last_before_; }
+
+ private:
+  std::int64_t before_us_;
+  bool found_later_ = false;
+  std::uint64_t events_ = 0;
+  std::optional<Checkpoint> last_before_;
+};
+
+// Reads the consumer's source up to the first transaction at or after `before_us`.
+Result<std::optional<Checkpoint>> seek_timestamp(Source& source, std::int64_t before_us) {
+  if (auto started = source.start(StartPosition{}); !started)
+    return tl::unexpected(started.error());
+  TimestampSeeker seeker(before_us);
+  // A followed log never ends: stop once a poll finds nothing new.
+  while (!seeker.found_later()) {
+    auto seen = seeker.events();
+    auto outcome =
+        source.poll(seeker, std::chrono::steady_clock::now() + std::chrono::milliseconds(500));
+    if (!outcome) {
+      source.stop();
+      return tl::unexpected(outcome.error());
+    }
+    if (*outcome == PollOutcome::kEnd || seeker.events() == seen) break;
+  }
+  source.stop();
+  return seeker.last_before();
+}
+
+void print_checkpoint(const std::string& consumer, const std::optional<Checkpoint>& checkpoint) {
+  if (!checkpoint) {
+    std::printf("consumer %s has no checkpoint\n", consumer.c_str());
+    return;
+  }
+  std::printf("consumer %s: lsn %llu, offset %llu, committed %s, saved %s\n", consumer.c_str(),
+              static_cast<unsigned long long>(checkpoint->lsn),
+              static_cast<unsigned long long>(checkpoint->offset),
+              format_rfc3339(checkpoint->commit_time_us).c_str(),
+              format_rfc3339(checkpoint->saved_at_us).c_str());
+}
+
+// Loads the config, checks the consumer exists and starts the checkpoint store.
+std::unique_ptr<OfflineConfig> open_for_checkpoint(const CheckpointCommand& command,
+                                                   const PluginRegistry& registry, int* code) {
+  auto offline = load_offline(command.config_path, registry);
+  if (!offline) {
+    *code = kExitUsage;
+    return nullptr;
+  }
+  if (!find_consumer(offline->config, command.consumer)) {
+    std::fprintf(stderr, "%s: no consumer named %s\n", command.config_path.c_str(),
+                 command.consumer.c_str());
+    *code = kExitUsage;
+    return nullptr;
+  }
+  if (auto started = offline->config.checkpoints.store->start(); !started) {
+    std::fprintf(stderr, "checkpoint store: %s\n", started.error().message.c_str());
+    *code = kExitRuntimeFailure;
+    return nullptr;
+  }
+  return offline;
+}
+
+}  // namespace
+
+int command_run(const std::string& config_path, const PluginRegistry& registry) {
+  return run_daemon(config_path, registry);
+}
+
+int command_validate(const std::string& config_path, const PluginRegistry& registry) {
+  auto offline = load_offline(config_path, registry);
+  if (!offline) return kExitUsage;
+  std::puts("ok");
+  return kExitOk;
+}
+
+int command_status(const std::string& config_path, bool json, const PluginRegistry& registry) {
+  auto offline = load_offline(config_path, registry);
+  if (!offline) return kExitUsage;
+  auto document = fetch_live_status(offline->config.metrics.listen);
+  if (!document) document = offline_status(*offline);
+  if (!document) return kExitRuntimeFailure;
+  std::fputs(json ? (document->dump(2) + "\n").c_str() : render_status_table(*document).c_str(),
+             stdout);
+  return kExitOk;
+}
+
+int command_checkpoint_show(const CheckpointCommand& command, const PluginRegistry& registry) {
+  int code = kExitOk;
+  auto offline = open_for_checkpoint(command, registry, &code);
+  if (!offline) return code;
+  auto checkpoint = offline->config.checkpoints.store->load(command.consumer);
+  if (!checkpoint) {
+    std::fprintf(stderr, "%s\n", checkpoint.error().message.c_str());
+    return kExitRuntimeFailure;
+  }
+  print_checkpoint(command.consumer, *checkpoint);
+  return kExitOk;
+}
+
+int command_checkpoint_reset(const CheckpointCommand& command, const PluginRegistry& registry) {
+  int code = kExitOk;
+  auto offline = open_for_checkpoint(command, registry, &code);
+  if (!offline) return code;
+  if (auto removed = offline->config.checkpoints.store->remove(command.consumer); !removed) {
+    std::fprintf(stderr, "%s\n", removed.error().message.c_str());
+    return kExitRuntimeFailure;
+  }
+  std::printf("consumer %s: checkpoint removed\n", command.consumer.c_str());
+  return kExitOk;
+}
+
+int command_checkpoint_set(const CheckpointCommand& command, const PluginRegistry& registry) {
+  int code = kExitOk;
+  auto offline = open_for_checkpoint(command, registry, &code);
+  if (!offline) return code;
+  auto& store = *offline->config.checkpoints.store;
+  std::optional<Checkpoint> target;
+  if (command.lsn) {
+    // The offset is unknown: the source finds the position by scanning for lsn + 1.
+    target = Checkpoint{*command.lsn, 0, 0, now_us()};
+  } else if (command.timestamp) {
+    auto before = parse_rfc3339_us(*command.timestamp);
+    if (!before) {
+      std::fprintf(stderr,
+                   "--timestamp: expected an RFC 3339 time such as "
+                   "2025-11-21T10:00:00Z, got \"%s\"\n",
+                   command.timestamp->c_str());
+      return kExitUsage;
+    }
+    const auto* consumer = find_consumer(offline->config, command.consumer);
+    for (auto& source : offline->config.sources) {
+      if (source.name != consumer->source) continue;
+      auto found = seek_timestamp(*source.source, *before);
+      if (!found) {
+        std::fprintf(stderr, "source %s: %s\n", source.name.c_str(), found.error().message.c_str());
+        return kExitRuntimeFailure;
+      }
+      target = *found;
+    }
+  }
+  // No transaction before the target (or --beginning): without a checkpoint the consumer
+  // starts from the beginning.
+  auto written = target ? store.save(command.consumer, *target) : store.remove(command.consumer);
+  if (!written) {
+    std::fprintf(stderr, "%s\n", written.error().message.c_str());
+    return kExitRuntimeFailure;
+  }
+  print_checkpoint(command.consumer, target);
+  return kExitOk;
+}
+
+}  // namespace cdcd

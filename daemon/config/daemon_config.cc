@@ -1,0 +1,638 @@
+#include "daemon/config/daemon_config.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <set>
+
+#include <spdlog/spdlog.h>
+
+#include "daemon/metrics/metrics.h"
+
+namespace cdcd {
+
+namespace {
+
+using config::Diagnostics;
+using config::Location;
+using config::Node;
+
+constexpr std::int64_t kMaxBatchEvents = 1'000'000;
+constexpr std::int64_t kMaxInFlight = 1024;
+constexpr std::uint64_t kMinQueueBytes = 64 << 10;
+constexpr std::int64_t kMaxLsn = std::numeric_limits<std::int64_t>::max();
+
+const std::vector<std::string> kTopLevelRequired = {"sources", "sinks", "checkpoints",
+                                                    "consumers"};
+const std::vector<std::string> kLogLevels = {"trace", "debug", "info",    "warn",
+                                             "error", "critical", "off"};
+
+std::string quote(std::string_view text) {
+  constexpr std::size_t kMaxShown = 80;
+  std::string out = "\"";
+  for (std::size_t i = 0; i < text.size() && i < kMaxShown; ++i) {
+    char c = text[i];
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out += static_cast<unsigned char>(c) < 0x20 ? ' ' : c;
+    }
+  }
+  if (text.size() > kMaxShown) out += "...";
+  return out + "\"";
+}
+
+std::string join(const std::vector<std::string>& words) {
+  std::string out;
+  for (const auto& word : words) out += (out.empty() ? "" : ", ") + word;
+  return out;
+}
+
+bool contains(const std::vector<std::string>& words, const std::string& word) {
+  return std::find(words.begin(), words.end(), word) != words.end();
+}
+
+Location location_of(const YAML::Mark& mark, const std::string& file) {
+  if (mark.line < 0 || mark.column < 0) return {file, 1, 1};
+  return {file, mark.line + 1, mark.column + 1};
+}
+
+// Walks the whole document once, before any Node reads it: reports duplicate keys (yaml-cpp keeps
+// both entries and lookups see only the first) and remembers the raw text of every scalar by
+// position, so that diagnostics quote what the file says, never an interpolated value.
+class DocumentScan {
+ public:
+  DocumentScan(std::string file, Diagnostics& diagnostics)
+      : file_(std::move(file)), diagnostics_(diagnostics) {}
+
+  void walk(const YAML::Node& node, const std::string& path) {
+    if (node.IsScalar()) {
+      Location at = location_of(node.Mark(), file_);
+      raw_.emplace(std::pair(at.line, at.column), node.Scalar());
+      return;
+    }
+    if (!node.IsMap() && !node.IsSequence()) return;
+    // An alias to an enclosing anchor makes a cycle: visit each collection once.
+    if (!visited_.insert(node.Mark().pos).second) return;
+    if (node.IsSequence()) {
+      for (std::size_t i = 0; i < node.size(); ++i) {
+        walk(node[i], path + "[" + std::to_string(i) + "]");
+      }
+      return;
+    }
+    std::map<std::string, int> first_line;
+    for (auto it = node.begin(); it != node.end(); ++it) {
+      Location at = location_of(it->first.Mark(), file_);
+      if (!it->first.IsScalar()) {
+        diagnostics_.add(at, path, "keys must be plain strings");
+        continue;
+      }
+      const std::string& key = it->first.Scalar();
+      std::string child = path.empty() ? key : path + "." + key;
+      auto [first, inserted] = first_line.emplace(key, at.line);
+      if (!inserted) {
+        diagnostics_.add(at, child,
+                         "duplicate key " + quote(key) + " (first defined at line " +
+                             std::to_string(first->second) + ")");
+      }
+      walk(it->second, child);
+    }
+  }
+
+  // The raw text of the scalar at `where`, as written in the file.
+  std::optional<std::string> raw_at(const Location& where) const {
+    auto it = raw_.find(std::pair(where.line, where.column));
+    if (it == raw_.end()) return std::nullopt;
+    return it->second;
+  }
+
+ private:
+  std::string file_;
+  Diagnostics& diagnostics_;
+  std::set<int> visited_;
+  std::map<std::pair<int, int>, std::string> raw_;
+};
+
+// A name of a source, sink or consumer: it becomes a metric label, a logger name and, for
+// consumers, a checkpoint file name, so no path separators or spaces.
+bool valid_name(const std::string& name) {
+  if (name.empty() || name.front() == '.') return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
+  });
+}
+
+// "host:port" with a numeric port; IPv6 hosts in brackets.
+bool valid_listen(const std::string& listen) {
+  auto colon = listen.rfind(':');
+  if (colon == std::string::npos || colon == 0) return false;
+  std::string host = listen.substr(0, colon);
+  std::string port = listen.substr(colon + 1);
+  if (host.find(':') != std::string::npos && (host.front() != '[' || host.back() != ']')) {
+    return false;
+  }
+  if (port.empty() || port.size() > 5 ||
+      !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return false;
+  }
+  int number = std::stoi(port);
+  return number >= 1 && number <= 65535;
+}
+
+std::optional<int> digits_at(std::string_view text, std::size_t pos, std::size_t count) {
+  if (pos + count > text.size()) return std::nullopt;
+  int value = 0;
+  for (std::size_t i = pos; i < pos + count; ++i) {
+    if (text[i] < '0' || text[i] > '9') return std::nullopt;
+    value = value * 10 + (text[i] - '0');
+  }
+  return value;
+}
+
+// The zone suffix of an RFC 3339 time ("Z" or "+hh:mm"/"-hh:mm") as seconds east of UTC.
+std::optional<int> parse_zone(std::string_view zone) {
+  if (zone == "Z" || zone == "z") return 0;
+  if (zone.size() != 6 || (zone[0] != '+' && zone[0] != '-') || zone[3] != ':') {
+    return std::nullopt;
+  }
+  auto hours = digits_at(zone, 1, 2);
+  auto minutes = digits_at(zone, 4, 2);
+  if (!hours || !minutes || *hours > 23 || *minutes > 59) return std::nullopt;
+  int seconds = *hours * 3600 + *minutes * 60;
+  return zone[0] == '-' ? -seconds : seconds;
+}
+
+// "2025-11-21T10:00:00.123456Z" or with a "+02:00" offset, to microseconds since the epoch.
+// Digits past the microsecond are dropped.
+std::optional<std::int64_t> parse_rfc3339(std::string_view text) {
+  constexpr std::size_t kSecondsEnd = 19;  // just past "YYYY-MM-DDTHH:MM:SS"
+  if (text.size() <= kSecondsEnd || text[4] != '-' || text[7] != '-' || text[13] != ':' ||
+      text[16] != ':' || (text[10] != 'T' && text[10] != 't' && text[10] != ' ')) {
+    return std::nullopt;
+  }
+  auto year = digits_at(text, 0, 4), month = digits_at(text, 5, 2), day = digits_at(text, 8, 2);
+  auto hour = digits_at(text, 11, 2), minute = digits_at(text, 14, 2);
+  auto second = digits_at(text, 17, 2);
+  if (!year || !month || !day || !hour || !minute || !second) return std::nullopt;
+  std::chrono::year_month_day date{std::chrono::year(*year), std::chrono::month(*month),
+                                   std::chrono::day(*day)};
+  if (!date.ok() || *hour > 23 || *minute > 59 || *second > 60) return std::nullopt;
+
+  std::size_t pos = kSecondsEnd;
+  std::int64_t micros = 0;
+  if (text[pos] == '.') {
+    std::size_t digits = 0;
+    for (++pos; pos < text.size() && text[pos] >= '0' && text[pos] <= '9'; ++pos, ++digits) {
+      if (digits < 6) micros = micros * 10 + (text[pos] - '0');
+    }
+    if (digits == 0) return std::nullopt;
+    for (; digits < 6; ++digits) micros *= 10;
+  }
+  auto offset = parse_zone(text.substr(pos));
+  if (!offset) return std::nullopt;
+  std::int64_t days = std::chrono::sys_days(date).time_since_epoch().count();
+  std::int64_t seconds = days * 86400 + *hour * 3600 + *minute * 60 + *second - *offset;
+  return seconds * 1'000'000 + micros;
+}
+
+std::optional<std::string> getenv_lookup(const std::string& name) {
+  const char* value = std::getenv(name.c_str());
+  if (!value) return std::nullopt;
+  return std::string(value);
+}
+
+class Parser {
+ public:
+  Parser(const PluginRegistry& registry, const PluginEnvironment& plugins,
+         const DocumentScan& scan)
+      : registry_(registry), plugins_(plugins), scan_(scan) {}
+
+  DaemonConfig parse(Node& root) {
+    parse_sources(root);
+    parse_sinks(root);
+    parse_checkpoints(root);
+    parse_consumers(root);
+    parse_metrics(root);
+    parse_log(root);
+    if (auto timeout = root.duration("shutdown_timeout")) {
+      if (timeout->count() == 0) {
+        root.error_at("shutdown_timeout", "must be greater than 0");
+      } else {
+        config_.shutdown_timeout = *timeout;
+      }
+    }
+    root.check_unknown_keys();
+    return std::move(config_);
+  }
+
+ private:
+  // How a value appears in a message: its raw text, never the interpolated value.
+  std::string shown(const Node& node, const std::string& value) const {
+    auto raw = scan_.raw_at(node.location());
+    if (!raw) return "a value";
+    return quote(*raw) + (*raw == value ? "" : " after interpolation");
+  }
+
+  // " (did you mean "x"?)", or "; WHAT are: a, b" when nothing is close.
+  static std::string suggestion(const std::string& word, const std::vector<std::string>& names,
+                                const std::string& what) {
+    if (auto match = config::closest_match(word, names)) {
+      return " (did you mean \"" + *match + "\"?)";
+    }
+    if (names.empty()) return "; no " + what + " is defined";
+    return "; " + what + " are: " + join(names);
+  }
+
+  std::shared_ptr<spdlog::logger> logger(const std::string& name) const {
+    if (plugins_.logger) return plugins_.logger(name);
+    return spdlog::default_logger()->clone(name);
+  }
+
+  std::shared_ptr<prometheus::Registry> metrics_registry() const {
+    return plugins_.metrics ? plugins_.metrics->registry() : nullptr;
+  }
+
+  // The entries of a required, non-empty map of named things (sources, sinks, consumers).
+  std::vector<std::pair<std::string, Node>> named_entries(Node& root, const std::string& key,
+                                                          const std::string& what) {
+    Node map = root.child(key, true);
+    if (!map.defined() || !map.expect_map()) return {};
+    auto entries = map.entries();
+    if (entries.empty()) map.error("at least one " + what + " is required");
+    for (auto& [name, entry] : entries) {
+      if (!valid_name(name)) {
+        entry.error("invalid name " + quote(name) +
+                    ": use letters, digits, \"_\", \"-\" and \".\" (not first)");
+      }
+    }
+    return entries;
+  }
+
+  // Reads "type" and checks that a plugin of that kind has this name.
+  std::optional<std::string> plugin_type(Node& entry, const std::string& kind,
+                                         const std::vector<std::string>& types) {
+    auto type = entry.string("type", true);
+    if (!type || contains(types, *type)) return type;
+    entry.error_at("type", "unknown " + kind + " type " + shown(entry.child("type"), *type) +
+                               suggestion(*type, types, "available types"));
+    return std::nullopt;
+  }
+
+  // Runs a plugin factory. It reports its own option errors; one that fails without a word, or
+  // throws despite the interface contract, still gets a diagnostic.
+  template <typename Factory, typename Context>
+  auto create(const Factory& factory, Node& options, const Context& context,
+              const std::string& what) -> decltype(factory(options, context)) {
+    std::size_t before = options.diagnostics().items().size();
+    decltype(factory(options, context)) instance;
+    try {
+      instance = factory(options, context);
+    } catch (const std::exception& e) {
+      options.error(what + " plugin failed: " + e.what());
+      return nullptr;
+    }
+    if (!instance && options.diagnostics().items().size() == before) {
+      options.error(what + " plugin rejected its options");
+    }
+    return instance;
+  }
+
+  void parse_sources(Node& root) {
+    for (auto& [name, entry] : named_entries(root, "sources", "source")) {
+      source_names_.push_back(name);
+      if (!entry.expect_map()) continue;
+      auto type = plugin_type(entry, "source", registry_.source_types());
+      if (!type) continue;
+      SourceContext context{name, logger("source." + name), metrics_registry(),
+                            plugins_.metrics ? plugins_.metrics->source(name) : SourceMetrics{}};
+      auto source = create(*registry_.source(*type), entry, context, "the " + *type + " source");
+      if (source) config_.sources.push_back({name, *type, std::move(source)});
+    }
+  }
+
+  void parse_sinks(Node& root) {
+    for (auto& [name, entry] : named_entries(root, "sinks", "sink")) {
+      sink_names_.push_back(name);
+      if (!entry.expect_map()) continue;
+      auto type = plugin_type(entry, "sink", registry_.sink_types());
+      if (!type) continue;
+      SinkContext context{name, logger("sink." + name), metrics_registry(),
+                          plugins_.metrics ? plugins_.metrics->sink(name) : SinkMetrics{}};
+      auto sink = create(*registry_.sink(*type), entry, context, "the " + *type + " sink");
+      if (sink) config_.sinks.push_back({name, *type, std::move(sink)});
+    }
+  }
+
+  void parse_checkpoints(Node& root) {
+    Node node = root.child("checkpoints", true);
+    if (!node.defined() || !node.expect_map()) return;
+    auto type = plugin_type(node, "checkpoint store", registry_.checkpoint_store_types());
+    if (auto interval = node.duration("interval")) {
+      if (interval->count() == 0) {
+        node.error_at("interval", "must be greater than 0");
+      } else {
+        config_.checkpoints.interval = *interval;
+      }
+    }
+    if (!type) return;
+    config_.checkpoints.type = *type;
+    CheckpointStoreContext context{logger("checkpoints")};
+    config_.checkpoints.store = create(*registry_.checkpoint_store(*type), node, context,
+                                       "the " + *type + " checkpoint store");
+  }
+
+  void parse_consumers(Node& root) {
+    for (auto& [name, node] : named_entries(root, "consumers", "consumer")) {
+      if (!node.expect_map()) continue;
+      ConsumerConfig consumer;
+      consumer.name = name;
+      parse_consumer(node, consumer);
+      config_.consumers.push_back(std::move(consumer));
+    }
+  }
+
+  void parse_consumer(Node& node, ConsumerConfig& consumer) {
+    if (auto source = node.string("source", true)) {
+      if (!contains(source_names_, *source)) {
+        node.error_at("source", "no source named " + shown(node.child("source"), *source) +
+                                    suggestion(*source, source_names_, "defined sources"));
+      }
+      consumer.source = *source;
+    }
+    parse_sink_list(node, consumer);
+    if (auto entities = node.string_list("entities")) {
+      if (entities->empty()) {
+        node.error_at("entities", "must not be empty (use [\"*\"] for every entity)");
+      } else {
+        consumer.entities = std::move(*entities);
+      }
+    }
+    if (auto excluded = node.string_list("exclude_entities")) {
+      consumer.exclude_entities = std::move(*excluded);
+    }
+    parse_operations(node, consumer);
+    parse_start(node, consumer.start);
+    parse_batch(node, consumer.batch);
+    parse_on_error(node, consumer);
+    if (auto bytes = node.size("max_queue_bytes")) {
+      if (*bytes < kMinQueueBytes) {
+        node.error_at("max_queue_bytes", "must be at least 64KiB");
+      } else {
+        consumer.max_queue_bytes = *bytes;
+      }
+    }
+    node.check_unknown_keys();
+  }
+
+  void parse_sink_list(Node& node, ConsumerConfig& consumer) {
+    Node list = node.child("sinks", true);
+    auto names = node.string_list("sinks");
+    if (!names) return;
+    if (names->empty()) list.error("at least one sink is required");
+    std::vector<Node> elements = list.elements();
+    std::set<std::string> seen;
+    for (std::size_t i = 0; i < names->size(); ++i) {
+      const std::string& name = (*names)[i];
+      if (!contains(sink_names_, name)) {
+        elements[i].error("no sink named " + shown(elements[i], name) +
+                          suggestion(name, sink_names_, "defined sinks"));
+      } else if (!seen.insert(name).second) {
+        elements[i].error("sink " + shown(elements[i], name) + " is listed twice");
+      }
+    }
+    consumer.sinks = std::move(*names);
+  }
+
+  void parse_operations(Node& node, ConsumerConfig& consumer) {
+    Node list = node.child("operations");
+    auto names = node.string_list("operations");
+    if (!names) return;
+    if (names->empty()) list.error("must list at least one operation");
+    std::vector<std::string> valid;
+    for (Operation op : kAllOperations) valid.emplace_back(to_string(op));
+    std::vector<Node> elements = list.elements();
+    for (std::size_t i = 0; i < names->size(); ++i) {
+      auto op = parse_operation((*names)[i]);
+      if (!op) {
+        elements[i].error("expected one of " + join(valid) + ", got " +
+                          shown(elements[i], (*names)[i]) +
+                          did_you_mean((*names)[i], valid));
+      } else if (std::find(consumer.operations.begin(), consumer.operations.end(), *op) ==
+                 consumer.operations.end()) {
+        consumer.operations.push_back(*op);
+      }
+    }
+  }
+
+  static std::string did_you_mean(const std::string& word, const std::vector<std::string>& names) {
+    auto match = config::closest_match(word, names);
+    return match ? " (did you mean \"" + *match + "\"?)" : "";
+  }
+
+  void parse_start(Node& consumer, StartConfig& start) {
+    Node node = consumer.child("start");
+    if (!node.defined()) return;
+    const std::string expected = "expected checkpoint, beginning, {lsn: N} or {timestamp: RFC3339}";
+    if (node.is_scalar()) {
+      auto mode = node.scalar();
+      if (!mode) return;
+      if (*mode == "checkpoint") {
+        start.kind = StartConfig::Kind::kCheckpoint;
+      } else if (*mode == "beginning") {
+        start.kind = StartConfig::Kind::kBeginning;
+      } else {
+        node.error(expected + ", got " + shown(node, *mode) +
+                   did_you_mean(*mode, {"checkpoint", "beginning"}));
+      }
+      return;
+    }
+    if (!node.is_map()) {
+      node.error(expected + ", got a list");
+      return;
+    }
+    bool has_lsn = node.has("lsn");
+    bool has_timestamp = node.has("timestamp");
+    if (has_lsn && has_timestamp) {
+      node.error("give either lsn or timestamp, not both");
+    } else if (has_lsn) {
+      if (auto lsn = node.integer("lsn", 0, kMaxLsn, true)) {
+        start.kind = StartConfig::Kind::kLsn;
+        start.lsn = static_cast<std::uint64_t>(*lsn);
+      }
+    } else if (has_timestamp) {
+      parse_start_timestamp(node, start);
+    } else {
+      node.error(expected);
+    }
+    node.check_unknown_keys();
+  }
+
+  void parse_start_timestamp(Node& node, StartConfig& start) {
+    auto text = node.string("timestamp", true);
+    if (!text) return;
+    if (auto micros = parse_rfc3339(*text)) {
+      start.kind = StartConfig::Kind::kTimestamp;
+      start.timestamp_us = *micros;
+      return;
+    }
+    node.error_at("timestamp",
+                  "expected an RFC3339 timestamp such as 2025-11-21T10:00:00Z or "
+                  "2025-11-21T12:00:00.5+02:00, got " +
+                      shown(node.child("timestamp"), *text));
+  }
+
+  void parse_batch(Node& consumer, BatchConfig& batch) {
+    Node node = consumer.child("batch");
+    if (!node.defined() || !node.expect_map()) return;
+    if (auto events = node.integer("max_events", 1, kMaxBatchEvents)) batch.max_events = *events;
+    if (auto bytes = node.size("max_bytes")) {
+      if (*bytes == 0) {
+        node.error_at("max_bytes", "must be greater than 0");
+      } else {
+        batch.max_bytes = *bytes;
+      }
+    }
+    if (auto wait = node.duration("max_wait")) batch.max_wait = *wait;
+    if (auto in_flight = node.integer("max_in_flight", 1, kMaxInFlight)) {
+      batch.max_in_flight = *in_flight;
+    }
+    node.check_unknown_keys();
+  }
+
+  void parse_on_error(Node& node, ConsumerConfig& consumer) {
+    auto policy = node.one_of("on_error", {"stop", "dead_letter"});
+    bool dead_letter = policy == "dead_letter";
+    if (dead_letter) consumer.on_error = OnError::kDeadLetter;
+    auto sink = node.string("dead_letter_sink");
+    if (!sink) {
+      if (dead_letter && !node.has("dead_letter_sink")) {
+        node.error("missing required key \"dead_letter_sink\" (on_error is dead_letter)");
+      }
+      return;
+    }
+    Node sink_node = node.child("dead_letter_sink");
+    // A wrong on_error was reported already; a dead_letter_sink next to it says nothing new.
+    if (!dead_letter && (policy || !node.has("on_error"))) {
+      sink_node.error("dead_letter_sink is only used with on_error: dead_letter");
+    } else if (!contains(sink_names_, *sink)) {
+      sink_node.error("no sink named " + shown(sink_node, *sink) +
+                      suggestion(*sink, sink_names_, "defined sinks"));
+    } else if (contains(consumer.sinks, *sink)) {
+      sink_node.error("the dead-letter sink " + shown(sink_node, *sink) +
+                      " must not also be one of the consumer's sinks");
+    }
+    consumer.dead_letter_sink = *sink;
+  }
+
+  void parse_metrics(Node& root) {
+    Node node = root.child("metrics");
+    if (!node.defined() || !node.expect_map()) return;
+    if (auto listen = node.string("listen", true)) {
+      if (valid_listen(*listen)) {
+        config_.metrics.listen = *listen;
+      } else {
+        node.error_at("listen", "expected host:port such as 127.0.0.1:9187, got " +
+                                    shown(node.child("listen"), *listen));
+      }
+    }
+    node.check_unknown_keys();
+  }
+
+  void parse_log(Node& root) {
+    Node node = root.child("log");
+    if (!node.defined() || !node.expect_map()) return;
+    if (auto level = node.one_of("level", kLogLevels)) config_.log.level = *level;
+    if (auto format = node.one_of("format", {"text", "json"})) config_.log.format = *format;
+    node.check_unknown_keys();
+  }
+
+  const PluginRegistry& registry_;
+  const PluginEnvironment& plugins_;
+  const DocumentScan& scan_;
+  DaemonConfig config_;
+  // Every declared name, even when its plugin failed, so that consumers naming it are not
+  // reported a second time.
+  std::vector<std::string> source_names_;
+  std::vector<std::string> sink_names_;
+};
+
+// The single YAML document of the file, or nullopt after reporting why there is none.
+std::optional<YAML::Node> load_document(const std::string& text, const std::string& file,
+                                        Diagnostics& diagnostics) {
+  std::vector<YAML::Node> documents;
+  try {
+    documents = YAML::LoadAll(text);
+  } catch (const YAML::Exception& e) {
+    diagnostics.add(location_of(e.mark, file), "", "invalid YAML: " + e.msg);
+    return std::nullopt;
+  }
+  if (documents.empty() || documents.front().IsNull()) {
+    diagnostics.add({file, 1, 1}, "",
+                    "the configuration is empty; expected a map with " +
+                        join(kTopLevelRequired));
+    return std::nullopt;
+  }
+  for (std::size_t i = 1; i < documents.size(); ++i) {
+    if (documents[i].IsNull()) continue;
+    diagnostics.add(location_of(documents[i].Mark(), file), "",
+                    "only one YAML document is allowed in a configuration file");
+  }
+  return documents.front();
+}
+
+}  // namespace
+
+std::optional<DaemonConfig> parse_config(const std::string& text, const std::string& file,
+                                         const PluginRegistry& registry,
+                                         const PluginEnvironment& plugins,
+                                         config::Diagnostics& diagnostics, config::EnvLookup env) {
+  const std::size_t errors_before = diagnostics.items().size();
+  auto document = load_document(text, file, diagnostics);
+  if (!document) return std::nullopt;
+  auto context = std::make_shared<config::ParseContext>(
+      config::ParseContext{file, &diagnostics, env ? std::move(env) : getenv_lookup});
+  Node root(*document, "", context);
+  if (!root.expect_map()) return std::nullopt;
+  DocumentScan scan(file, diagnostics);
+  scan.walk(*document, "");
+  DaemonConfig config = Parser(registry, plugins, scan).parse(root);
+  if (diagnostics.items().size() != errors_before) return std::nullopt;
+  config.file = file;
+  return config;
+}
+
+std::optional<DaemonConfig> load_config(const std::string& path, const PluginRegistry& registry,
+                                        const PluginEnvironment& plugins,
+                                        config::Diagnostics& diagnostics, config::EnvLookup env) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  std::string text;
+  int error = fd < 0 ? errno : 0;
+  char buffer[65536];
+  while (fd >= 0 && error == 0) {
+    ssize_t n = ::read(fd, buffer, sizeof buffer);
+    if (n > 0) {
+      text.append(buffer, static_cast<std::size_t>(n));
+    } else if (n == 0) {
+      break;
+    } else if (errno != EINTR) {
+      error = errno;
+    }
+  }
+  if (fd >= 0) ::close(fd);
+  if (error != 0) {
+    diagnostics.add({path, 1, 1}, "", std::string("cannot read file: ") + std::strerror(error));
+    return std::nullopt;
+  }
+  return parse_config(text, path, registry, plugins, diagnostics, std::move(env));
+}
+
+}  // namespace cdcd

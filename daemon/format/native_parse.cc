@@ -1,0 +1,500 @@
+// parse_native_line: one JSONL change-log line into a Change, with simdjson's On Demand API.
+//
+// Row images (key, old, new) are kept as compact JSON text. They are copied token by token from
+// the input rather than through simdjson::minify or object::raw_json(): On Demand only checks the
+// values it is asked for, so a skipped object such as {"id": tru} would otherwise pass unnoticed
+// and reach the sinks as invalid JSON. Copying the raw tokens also keeps strings byte for byte
+// (UTF-8 and \u escapes alike) and numbers digit for digit (no double rounding of big numerics).
+
+#include <cstring>
+#include <string>
+
+#include <simdjson.h>
+
+#include "daemon/format/format.h"
+#include "daemon/format/native_parse.h"
+#include "daemon/format/rfc3339.h"
+
+namespace cdcd {
+namespace {
+
+namespace od = simdjson::ondemand;
+using simdjson::error_code;
+
+static_assert(kNativeLinePadding == simdjson::SIMDJSON_PADDING);
+
+// Lines up to this size reuse one parser per thread; a larger line gets a parser of its own, freed
+// afterwards, so that one huge line does not pin several times its size for the daemon's life.
+constexpr std::size_t kReusedParserCapacity = 256 * 1024;
+
+enum Field : unsigned {
+  kLsn = 1u << 0,
+  kSeq = 1u << 1,
+  kTimestamp = 1u << 2,
+  kTxid = 1u << 3,
+  kSource = 1u << 4,
+  kEntity = 1u << 5,
+  kKey = 1u << 6,
+  kOperation = 1u << 7,
+  kOld = 1u << 8,
+  kNew = 1u << 9,
+  kUnchanged = 1u << 10,
+};
+
+std::string in_quotes(std::string_view name) {
+  std::string text = "\"";
+  text.append(name);
+  text.push_back('"');
+  return text;
+}
+
+std::string invalid_json(error_code error) {
+  return std::string("invalid JSON: ") + simdjson::error_message(error);
+}
+
+bool is_json_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+// A scalar's raw token runs up to the next token, trailing whitespace included.
+std::string_view trimmed_token(od::value& value) {
+  std::string_view token = value.raw_json_token();
+  while (!token.empty() && is_json_space(token.back())) token.remove_suffix(1);
+  return token;
+}
+
+bool is_digit(char c) { return c >= '0' && c <= '9'; }
+
+// -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+bool is_json_number(std::string_view token) {
+  std::size_t i = 0;
+  const std::size_t n = token.size();
+  if (i < n && token[i] == '-') ++i;
+  if (i >= n || !is_digit(token[i])) return false;
+  if (token[i] == '0') {
+    ++i;
+  } else {
+    while (i < n && is_digit(token[i])) ++i;
+  }
+  if (i < n && token[i] == '.') {
+    ++i;
+    if (i >= n || !is_digit(token[i])) return false;
+    while (i < n && is_digit(token[i])) ++i;
+  }
+  if (i < n && (token[i] == 'e' || token[i] == 'E')) {
+    ++i;
+    if (i < n && (token[i] == '+' || token[i] == '-')) ++i;
+    if (i >= n || !is_digit(token[i])) return false;
+    while (i < n && is_digit(token[i])) ++i;
+  }
+  return i == n;
+}
+
+// For a document that is a single value: worth telling "valid JSON, but not an object" apart from
+// a line that is not JSON at all.
+bool is_well_formed_scalar(od::json_type type, std::string_view token) {
+  switch (type) {
+    case od::json_type::number:
+      return is_json_number(token);
+    case od::json_type::boolean:
+      return token == "true" || token == "false";
+    case od::json_type::null:
+      return token == "null";
+    default:
+      return true;
+  }
+}
+
+bool is_hex(char c) { return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
+
+// `p` points just after a string's opening quote; returns its closing quote, or nullptr when the
+// string holds a raw control character or an invalid escape. simdjson's first stage has already
+// checked that every string is closed and that the text is valid UTF-8.
+const char* string_end(const char* p) {
+  for (;; ++p) {
+    const unsigned char c = static_cast<unsigned char>(*p);
+    if (c == '"') return p;
+    if (c < 0x20) return nullptr;
+    if (c != '\\') continue;
+    switch (*++p) {
+      case '"':
+      case '\\':
+      case '/':
+      case 'b':
+      case 'f':
+      case 'n':
+      case 'r':
+      case 't':
+        break;
+      case 'u':
+        if (!is_hex(p[1]) || !is_hex(p[2]) || !is_hex(p[3]) || !is_hex(p[4])) return nullptr;
+        p += 4;
+        break;
+      default:
+        return nullptr;
+    }
+  }
+}
+
+bool append_raw_string(const char* begin, std::string& out, std::string& error) {
+  const char* end = string_end(begin);
+  if (end == nullptr) {
+    error = "invalid JSON: invalid escape or unescaped control character in a string";
+    return false;
+  }
+  out.append(begin - 1, end + 1);
+  return true;
+}
+
+bool append_compact(od::value value, std::string& out, std::string& error);
+
+bool append_object(od::object object, std::string& out, std::string& error) {
+  out.push_back('{');
+  bool first = true;
+  for (auto field_result : object) {
+    od::field field;
+    if (auto code = std::move(field_result).get(field)) {
+      error = invalid_json(code);
+      return false;
+    }
+    if (!first) out.push_back(',');
+    first = false;
+    if (!append_raw_string(field.key().raw(), out, error)) return false;
+    out.push_back(':');
+    if (!append_compact(field.value(), out, error)) return false;
+  }
+  out.push_back('}');
+  return true;
+}
+
+bool append_array(od::array array, std::string& out, std::string& error) {
+  out.push_back('[');
+  bool first = true;
+  for (auto element_result : array) {
+    od::value element;
+    if (auto code = std::move(element_result).get(element)) {
+      error = invalid_json(code);
+      return false;
+    }
+    if (!first) out.push_back(',');
+    first = false;
+    if (!append_compact(element, out, error)) return false;
+  }
+  out.push_back(']');
+  return true;
+}
+
+bool append_literal(od::value& value, std::string_view expected, std::string& out,
+                    std::string& error) {
+  std::string_view token = trimmed_token(value);
+  if (token != expected) {
+    error = "invalid JSON: unexpected token " + std::string(token.substr(0, 32));
+    return false;
+  }
+  out.append(token);
+  return true;
+}
+
+// Appends `value` as compact JSON, checking it completely (see the comment at the top).
+bool append_compact(od::value value, std::string& out, std::string& error) {
+  od::json_type type;
+  if (auto code = value.type().get(type)) {
+    error = invalid_json(code);
+    return false;
+  }
+  switch (type) {
+    case od::json_type::object: {
+      od::object object;
+      if (auto code = value.get_object().get(object)) {
+        error = invalid_json(code);
+        return false;
+      }
+      return append_object(object, out, error);
+    }
+    case od::json_type::array: {
+      od::array array;
+      if (auto code = value.get_array().get(array)) {
+        error = invalid_json(code);
+        return false;
+      }
+      return append_array(array, out, error);
+    }
+    case od::json_type::string: {
+      od::raw_json_string raw;
+      if (auto code = value.get_raw_json_string().get(raw)) {
+        error = invalid_json(code);
+        return false;
+      }
+      return append_raw_string(raw.raw(), out, error);
+    }
+    case od::json_type::number: {
+      std::string_view token = trimmed_token(value);
+      if (!is_json_number(token)) {
+        error = "invalid JSON: malformed number " + std::string(token.substr(0, 32));
+        return false;
+      }
+      out.append(token);
+      return true;
+    }
+    case od::json_type::boolean:
+      return append_literal(value, trimmed_token(value).front() == 't' ? "true" : "false", out,
+                            error);
+    case od::json_type::null:
+      return append_literal(value, "null", out, error);
+  }
+  error = "invalid JSON: unknown value type";
+  return false;
+}
+
+// Reads the lines's fields one by one; `error` holds the first problem.
+class LineReader {
+ public:
+  explicit LineReader(Change& change) : change_(change) {}
+
+  bool read(od::object& object);
+  const std::string& error() const { return error_; }
+
+ private:
+  bool field(std::string_view name, od::value value);
+  bool mark_seen(unsigned bit, std::string_view name);
+  bool type_of(od::value& value, od::json_type& type);
+  bool is_null(od::value& value, od::json_type type);
+  bool read_unsigned(od::value& value, std::string_view name, std::uint64_t& out);
+  bool read_timestamp(od::value& value);
+  bool read_string(od::value& value, std::string_view name, std::string& out, bool allow_null);
+  bool read_operation(od::value& value);
+  bool read_row(od::value& value, std::string_view name, std::string& out, bool is_key);
+  bool read_unchanged(od::value& value);
+  bool fail(std::string message) {
+    error_ = std::move(message);
+    return false;
+  }
+
+  Change& change_;
+  unsigned seen_ = 0;
+  std::string error_;
+};
+
+bool LineReader::read(od::object& object) {
+  for (auto field_result : object) {
+    od::field field_value;
+    if (auto code = std::move(field_result).get(field_value)) return fail(invalid_json(code));
+    od::raw_json_string key = field_value.key();
+    // Keys are compared in their raw form: a known name spelled with escapes counts as unknown.
+    const char* key_end = string_end(key.raw());
+    if (key_end == nullptr) {
+      return fail("invalid JSON: invalid escape or unescaped control character in a string");
+    }
+    std::string_view name(key.raw(), static_cast<std::size_t>(key_end - key.raw()));
+    if (!field(name, field_value.value())) return false;
+  }
+  if (!(seen_ & kLsn)) return fail("missing \"lsn\"");
+  if (!(seen_ & kTimestamp)) return fail("missing \"timestamp\"");
+  if (!(seen_ & kEntity)) return fail("missing \"entity\"");
+  if (!(seen_ & kOperation)) return fail("missing \"operation\"");
+  if (!(seen_ & kKey)) change_.key = "{}";
+  return true;
+}
+
+bool LineReader::field(std::string_view name, od::value value) {
+  if (name == "lsn") return mark_seen(kLsn, name) && read_unsigned(value, name, change_.lsn);
+  if (name == "seq") {
+    std::uint64_t seq = 0;
+    if (!mark_seen(kSeq, name) || !read_unsigned(value, name, seq)) return false;
+    if (seq > UINT32_MAX) return fail("\"seq\" must be an unsigned 32-bit integer");
+    change_.seq = static_cast<std::uint32_t>(seq);
+    return true;
+  }
+  if (name == "timestamp") return mark_seen(kTimestamp, name) && read_timestamp(value);
+  if (name == "txid") {
+    od::json_type type;
+    if (!mark_seen(kTxid, name) || !type_of(value, type)) return false;
+    if (is_null(value, type)) return error_.empty();
+    std::uint64_t txid = 0;
+    if (!read_unsigned(value, name, txid)) return false;
+    change_.txid = txid;
+    return true;
+  }
+  if (name == "source") {
+    return mark_seen(kSource, name) && read_string(value, name, change_.source, true);
+  }
+  if (name == "entity") {
+    if (!mark_seen(kEntity, name) || !read_string(value, name, change_.entity, false)) return false;
+    if (change_.entity.empty()) return fail("\"entity\" must be a non-empty string");
+    return true;
+  }
+  if (name == "key") return mark_seen(kKey, name) && read_row(value, name, change_.key, true);
+  if (name == "operation") return mark_seen(kOperation, name) && read_operation(value);
+  if (name == "old") return mark_seen(kOld, name) && read_row(value, name, change_.old_row, false);
+  if (name == "new") return mark_seen(kNew, name) && read_row(value, name, change_.new_row, false);
+  if (name == "unchanged") return mark_seen(kUnchanged, name) && read_unchanged(value);
+  return true;  // unknown fields are ignored, for forward compatibility
+}
+
+bool LineReader::mark_seen(unsigned bit, std::string_view name) {
+  if (seen_ & bit) return fail("duplicate " + in_quotes(name));
+  seen_ |= bit;
+  return true;
+}
+
+bool LineReader::type_of(od::value& value, od::json_type& type) {
+  if (auto code = value.type().get(type)) return fail(invalid_json(code));
+  return true;
+}
+
+// True for a well-formed null; a malformed literal such as "nul" sets the error and returns true
+// too, so callers test error_ afterwards.
+bool LineReader::is_null(od::value& value, od::json_type type) {
+  if (type != od::json_type::null) return false;
+  if (trimmed_token(value) != "null") {
+    fail("invalid JSON: unexpected token " + std::string(trimmed_token(value).substr(0, 32)));
+  }
+  return true;
+}
+
+bool LineReader::read_unsigned(od::value& value, std::string_view name, std::uint64_t& out) {
+  od::json_type type;
+  if (!type_of(value, type)) return false;
+  std::string message = in_quotes(name) + " must be an unsigned integer";
+  if (type != od::json_type::number) return fail(std::move(message));
+  std::string_view token = trimmed_token(value);
+  if (value.get_uint64().get(out) != simdjson::SUCCESS) {
+    if (!is_json_number(token)) {
+      return fail("invalid JSON: malformed number " + std::string(token.substr(0, 32)));
+    }
+    return fail(std::move(message));
+  }
+  return true;
+}
+
+bool LineReader::read_timestamp(od::value& value) {
+  od::json_type type;
+  if (!type_of(value, type)) return false;
+  if (type == od::json_type::number) {
+    std::string_view token = trimmed_token(value);
+    if (value.get_int64().get(change_.timestamp_us) == simdjson::SUCCESS) return true;
+    if (!is_json_number(token)) {
+      return fail("invalid JSON: malformed number " + std::string(token.substr(0, 32)));
+    }
+  } else if (type == od::json_type::string) {
+    std::string_view text;
+    if (auto code = value.get_string().get(text)) return fail(invalid_json(code));
+    auto parsed = parse_rfc3339_us(text);
+    if (!parsed) return fail("\"timestamp\" is not a valid RFC 3339 date-time: " + in_quotes(text));
+    change_.timestamp_us = *parsed;
+    return true;
+  }
+  return fail(
+      "\"timestamp\" must be an integer (microseconds since the Unix epoch) or an RFC 3339 "
+      "string");
+}
+
+bool LineReader::read_string(od::value& value, std::string_view name, std::string& out,
+                             bool allow_null) {
+  od::json_type type;
+  if (!type_of(value, type)) return false;
+  if (allow_null && is_null(value, type)) return error_.empty();
+  if (type != od::json_type::string) {
+    return fail(in_quotes(name) +
+                (name == "entity" ? " must be a non-empty string" : " must be a string"));
+  }
+  std::string_view text;
+  if (auto code = value.get_string().get(text)) return fail(invalid_json(code));
+  out.assign(text);
+  return true;
+}
+
+bool LineReader::read_operation(od::value& value) {
+  std::string name;
+  if (!read_string(value, "operation", name, false)) return false;
+  auto operation = parse_operation(name);
+  if (!operation) return fail(std::string("unknown operation ") + in_quotes(name));
+  change_.operation = *operation;
+  return true;
+}
+
+bool LineReader::read_row(od::value& value, std::string_view name, std::string& out, bool is_key) {
+  od::json_type type;
+  if (!type_of(value, type)) return false;
+  if (is_null(value, type)) {
+    if (is_key) out = "{}";
+    return error_.empty();
+  }
+  if (type != od::json_type::object) {
+    return fail(in_quotes(name) + (is_key ? " must be an object" : " must be an object or null"));
+  }
+  // Built in a reused buffer, then copied once at its exact size.
+  thread_local std::string scratch;
+  scratch.clear();
+  if (!append_compact(value, scratch, error_)) return false;
+  out.assign(scratch);
+  return true;
+}
+
+bool LineReader::read_unchanged(od::value& value) {
+  od::json_type type;
+  if (!type_of(value, type)) return false;
+  if (is_null(value, type)) return error_.empty();
+  const char* message = "\"unchanged\" must be an array of strings";
+  if (type != od::json_type::array) return fail(message);
+  od::array array;
+  if (auto code = value.get_array().get(array)) return fail(invalid_json(code));
+  for (auto element_result : array) {
+    od::value element;
+    if (auto code = std::move(element_result).get(element)) return fail(invalid_json(code));
+    if (!type_of(element, type)) return false;
+    if (type != od::json_type::string) return fail(message);
+    std::string_view column;
+    if (auto code = element.get_string().get(column)) return fail(invalid_json(code));
+    change_.unchanged_columns.emplace_back(column);
+  }
+  return true;
+}
+
+Result<Change> parse_with(od::parser& parser, std::string_view line) {
+  od::document document;
+  simdjson::padded_string_view input(line.data(), line.size(),
+                                     line.size() + simdjson::SIMDJSON_PADDING);
+  if (auto code = parser.iterate(input).get(document)) return fail(invalid_json(code));
+  od::json_type type;
+  if (auto code = document.type().get(type)) return fail(invalid_json(code));
+  if (type != od::json_type::object) {
+    std::string_view token;
+    if (auto code = document.raw_json_token().get(token)) return fail(invalid_json(code));
+    while (!token.empty() && is_json_space(token.back())) token.remove_suffix(1);
+    if (is_well_formed_scalar(type, token)) return fail("a change must be a JSON object");
+    return fail("invalid JSON: unexpected token " + std::string(token.substr(0, 32)));
+  }
+  od::object object;
+  if (auto code = document.get_object().get(object)) return fail(invalid_json(code));
+
+  Change change;
+  LineReader reader(change);
+  if (!reader.read(object)) return fail(reader.error());
+  // Past the object's closing brace the document must be over.
+  const char* trailing = nullptr;
+  if (document.current_location().get(trailing) == simdjson::SUCCESS) {
+    return fail("invalid JSON: unexpected content after the object");
+  }
+  return change;
+}
+
+}  // namespace
+
+Result<Change> parse_native_line_padded(std::string_view line) {
+  if (line.size() > kReusedParserCapacity) {
+    od::parser parser;
+    return parse_with(parser, line);
+  }
+  thread_local od::parser parser;
+  return parse_with(parser, line);
+}
+
+Result<Change> parse_native_line(std::string_view line) {
+  thread_local std::string padded;
+  padded.assign(line);
+  padded.append(simdjson::SIMDJSON_PADDING, ' ');
+  auto result = parse_native_line_padded(std::string_view(padded.data(), line.size()));
+  if (padded.capacity() > kReusedParserCapacity) std::string().swap(padded);
+  return result;
+}
+
+}  // namespace cdcd

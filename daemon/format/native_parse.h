@@ -1,0 +1,20 @@
+#pragma once
+
+#include <cstddef>
+#include <string_view>
+
+#include "daemon/core/change.h"
+#include "daemon/core/result.h"
+
+namespace cdcd {
+
+// Readable bytes parse_native_line_padded() needs past the end of its line (simdjson's
+// SIMDJSON_PADDING; their contents do not matter).
+inline constexpr std::size_t kNativeLinePadding = 64;
+
+// parse_native_line() (daemon/format/format.h) without its copy into a padded buffer: for a caller,
+// such as the jsonl source, whose read buffer already has kNativeLinePadding readable bytes after
+// `line`. Same result and errors.
+Result<Change> parse_native_line_padded(std::string_view line);
+
+}  // namespace cdcd

@@ -1,0 +1,128 @@
+#include "daemon/metrics/process_collector.h"
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <optional>
+#include <sstream>
+#include <string>
+
+namespace cdcd {
+
+namespace {
+
+// The fields of /proc/self/stat this collector uses (proc(5) numbering in comments).
+struct ProcStat {
+  double user_ticks = 0;      // 14 utime
+  double system_ticks = 0;    // 15 stime
+  double start_ticks = 0;     // 22 starttime, since boot
+  double virtual_bytes = 0;   // 23 vsize
+  double resident_pages = 0;  // 24 rss
+};
+
+std::optional<ProcStat> read_proc_stat() {
+  std::ifstream in("/proc/self/stat");
+  std::string line;
+  if (!std::getline(in, line)) return std::nullopt;
+  // The command name (field 2) is in parentheses and may itself contain spaces and ')'.
+  const auto comm_end = line.rfind(')');
+  if (comm_end == std::string::npos) return std::nullopt;
+  std::istringstream fields(line.substr(comm_end + 1));
+  std::string skip;
+  ProcStat stat;
+  for (int field = 3; field <= 24; ++field) {
+    switch (field) {
+      case 14:
+        fields >> stat.user_ticks;
+        break;
+      case 15:
+        fields >> stat.system_ticks;
+        break;
+      case 22:
+        fields >> stat.start_ticks;
+        break;
+      case 23:
+        fields >> stat.virtual_bytes;
+        break;
+      case 24:
+        fields >> stat.resident_pages;
+        break;
+      default:
+        fields >> skip;
+    }
+  }
+  if (!fields) return std::nullopt;
+  return stat;
+}
+
+std::optional<double> boot_time_seconds() {
+  std::ifstream in("/proc/stat");
+  std::string key;
+  double value = 0;
+  while (in >> key) {
+    if (key == "btime" && in >> value) return value;
+    in.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
+  }
+  return std::nullopt;
+}
+
+std::optional<double> open_fds() {
+  std::error_code error;
+  std::filesystem::directory_iterator entries("/proc/self/fd", error);
+  if (error) return std::nullopt;
+  double count = 0;
+  for (auto it = entries; it != std::filesystem::directory_iterator(); it.increment(error)) {
+    if (error) return std::nullopt;
+    ++count;
+  }
+  return count;
+}
+
+prometheus::MetricFamily family(const char* name, const char* help, prometheus::MetricType type,
+                                double value) {
+  prometheus::ClientMetric metric;
+  if (type == prometheus::MetricType::Counter) {
+    metric.counter.value = value;
+  } else {
+    metric.gauge.value = value;
+  }
+  return prometheus::MetricFamily{name, help, type, {metric}};
+}
+
+}  // namespace
+
+std::vector<prometheus::MetricFamily> ProcessCollector::Collect() const {
+  using prometheus::MetricType;
+  std::vector<prometheus::MetricFamily> families;
+  if (const auto stat = read_proc_stat()) {
+    const double ticks_per_second = static_cast<double>(sysconf(_SC_CLK_TCK));
+    const double page_bytes = static_cast<double>(sysconf(_SC_PAGESIZE));
+    families.push_back(
+        family("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.",
+               MetricType::Counter, (stat->user_ticks + stat->system_ticks) / ticks_per_second));
+    families.push_back(family("process_virtual_memory_bytes", "Virtual memory size in bytes.",
+                              MetricType::Gauge, stat->virtual_bytes));
+    families.push_back(family("process_resident_memory_bytes", "Resident memory size in bytes.",
+                              MetricType::Gauge, stat->resident_pages * page_bytes));
+    if (const auto boot = boot_time_seconds()) {
+      families.push_back(family("process_start_time_seconds",
+                                "Start time of the process since unix epoch in seconds.",
+                                MetricType::Gauge, *boot + stat->start_ticks / ticks_per_second));
+    }
+  }
+  if (const auto fds = open_fds()) {
+    families.push_back(
+        family("process_open_fds", "Number of open file descriptors.", MetricType::Gauge, *fds));
+  }
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0) {
+    families.push_back(family("process_max_fds", "Maximum number of open file descriptors.",
+                              MetricType::Gauge, static_cast<double>(limit.rlim_cur)));
+  }
+  return families;
+}
+
+}  // namespace cdcd

@@ -1,0 +1,405 @@
+#include "daemon/pipeline/consumer.h"
+
+#include <algorithm>
+
+#include <nlohmann/json.hpp>
+
+#include "daemon/format/format.h"
+
+namespace cdcd {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr auto kIdleWake = std::chrono::milliseconds(100);
+constexpr std::string_view kDeadLetterEntity = "cdcd.dead_letter";
+
+std::int64_t now_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// A dead letter is an ordinary change, so any sink can serve as the dead-letter queue.
+Change make_dead_letter(const std::string& consumer, std::uint64_t lsn, nlohmann::json body) {
+  Change letter;
+  letter.lsn = lsn;
+  letter.timestamp_us = now_us();
+  letter.entity = kDeadLetterEntity;
+  letter.operation = Operation::kInsert;
+  body["consumer"] = consumer;
+  letter.key = nlohmann::json{{"consumer", consumer}, {"lsn", lsn}}.dump();
+  letter.new_row = body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  return letter;
+}
+
+}  // namespace
+
+Consumer::Consumer(ConsumerSetup setup)
+    : setup_(std::move(setup)),
+      filter_(setup_.config.entities, setup_.config.exclude_entities, setup_.config.operations),
+      queue_(setup_.config.max_queue_bytes),
+      inbox_(std::make_shared<AckInbox>()) {
+  metrics_ = setup_.metrics->consumer(name());
+  for (const auto& sink : setup_.sinks) {
+    std::vector<prometheus::Counter*> by_operation;
+    for (Operation op : kAllOperations) {
+      by_operation.push_back(&setup_.metrics->events(name(), sink.name, op));
+    }
+    events_counters_.push_back(std::move(by_operation));
+    batch_durations_.push_back(&setup_.metrics->sink_batch_duration(sink.name));
+  }
+  inbox_->wake = &queue_;
+  status_.name = name();
+  status_.source = setup_.config.source;
+}
+
+Consumer::~Consumer() {
+  abort();
+  join();
+  std::lock_guard lock(inbox_->mutex);
+  inbox_->wake = nullptr;
+}
+
+Status Consumer::load_checkpoint() {
+  const StartConfig& start = setup_.config.start;
+  switch (start.kind) {
+    case StartConfig::Kind::kCheckpoint: {
+      auto stored = setup_.store->load(name());
+      if (!stored)
+        return cdcd::fail("loading the checkpoint of consumer " + name() + ": " +
+                          stored.error().message);
+      loaded_ = *stored;
+      if (loaded_) first_lsn_ = loaded_->lsn + 1;
+      break;
+    }
+    case StartConfig::Kind::kBeginning:
+      break;
+    case StartConfig::Kind::kLsn:
+      first_lsn_ = start.lsn;
+      break;
+    case StartConfig::Kind::kTimestamp:
+      first_timestamp_us_ = start.timestamp_us;
+      break;
+  }
+  ledger_ = AckLedger(loaded_);
+  last_saved_ = loaded_;
+  if (loaded_) saved_lsn_ = loaded_->lsn;
+  std::lock_guard lock(status_mutex_);
+  status_.checkpoint = loaded_;
+  return ok();
+}
+
+StartPosition Consumer::start_position() const {
+  StartPosition position;
+  position.first_lsn = first_lsn_;
+  if (loaded_) {
+    position.has_resume = true;
+    position.resume = *loaded_;
+  }
+  return position;
+}
+
+bool Consumer::wants(const SourceEvent& event) const {
+  if (const auto* change = std::get_if<Change>(&event)) {
+    return change->lsn >= first_lsn_ && change->timestamp_us >= first_timestamp_us_ &&
+           filter_.accepts(*change);
+  }
+  if (const auto* end = std::get_if<TransactionEnd>(&event)) return end->lsn >= first_lsn_;
+  const auto& bad = std::get<BadRecord>(event);
+  // A bad record after the last checkpointed transaction may not have been handled yet.
+  return first_lsn_ == 0 || bad.last_lsn + 1 >= first_lsn_;
+}
+
+void Consumer::start() {
+  next_checkpoint_ = Clock::now() + setup_.checkpoint_interval;
+  thread_ = std::thread([this] { run(); });
+}
+
+void Consumer::abort() {
+  aborted_ = true;
+  inbox_->arrived.notify_all();
+  queue_.wake();
+}
+
+void Consumer::fail(const std::string& reason) {
+  {
+    std::lock_guard lock(status_mutex_);
+    if (status_.error.empty()) status_.error = reason;
+  }
+  ConsumerState running = ConsumerState::kRunning;
+  state_.compare_exchange_strong(running, ConsumerState::kFailed);
+  abort();
+}
+
+void Consumer::join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void Consumer::set_failed(const std::string& reason) {
+  setup_.log->error("consumer {} stopped: {}", name(), reason);
+  fail(reason);
+}
+
+void Consumer::run() {
+  while (state_ == ConsumerState::kRunning && !aborted_) {
+    if (pending_.empty() && !queue_.end_of_stream()) {
+      auto wake = Clock::now() + kIdleWake;
+      if (open_batch_) wake = std::min(wake, open_since_ + setup_.config.batch.max_wait);
+      wake = std::min(wake, next_checkpoint_);
+      pending_bytes_ = queue_.pop_all(pending_, wake);
+    }
+    process_acks();
+    if (pending_.empty() && queue_.end_of_stream()) {
+      // The stream ended (replay finished, or shutdown): pick up what arrived last, then drain.
+      pending_bytes_ = queue_.pop_all(pending_, Clock::now());
+      if (pending_.empty()) break;
+    }
+    while (!pending_.empty() && state_ == ConsumerState::kRunning && !aborted_) {
+      SourceEvent event = std::move(pending_.front());
+      pending_.pop_front();
+      pending_bytes_ -= std::min(pending_bytes_, byte_size(event));
+      handle(std::move(event));
+      if (open_batch_ && Clock::now() >= open_since_ + setup_.config.batch.max_wait) flush_batch();
+      if (Clock::now() >= next_checkpoint_) save_checkpoint();
+    }
+    if (open_batch_ && Clock::now() >= open_since_ + setup_.config.batch.max_wait) flush_batch();
+    if (Clock::now() >= next_checkpoint_) save_checkpoint();
+    update_metrics();
+  }
+  if (state_ == ConsumerState::kRunning && !aborted_) {
+    flush_batch();
+    wait_for_all_acks();
+  }
+  process_acks();
+  save_checkpoint();
+  if (state_ == ConsumerState::kRunning) {
+    if (aborted_ && !ledger_.empty()) {
+      fail("shutdown timeout: stopped with deliveries still unacknowledged");
+    } else {
+      state_ = ConsumerState::kFinished;
+    }
+  }
+  update_metrics();
+  setup_.log->info("consumer {} {} at checkpoint lsn {}", name(),
+                   state_ == ConsumerState::kFinished ? "finished" : "stopped",
+                   last_saved_ ? last_saved_->lsn : 0);
+}
+
+void Consumer::handle(SourceEvent&& event) {
+  if (auto* change = std::get_if<Change>(&event)) {
+    add_change(std::move(*change));
+  } else if (auto* end = std::get_if<TransactionEnd>(&event)) {
+    ledger_.add_transaction_end(Checkpoint{end->lsn, end->offset, end->timestamp_us, 0});
+  } else {
+    const auto& bad = std::get<BadRecord>(event);
+    if (setup_.config.on_error == OnError::kStop) {
+      set_failed(bad.location + ": " + bad.reason + " (after lsn " + std::to_string(bad.last_lsn) +
+                 ")");
+    } else {
+      dead_letter_bad_record(bad);
+    }
+  }
+}
+
+void Consumer::add_change(Change&& change) {
+  if (!open_batch_) {
+    wait_for_in_flight_room();
+    if (state_ != ConsumerState::kRunning || aborted_) return;
+    open_batch_ = std::make_shared<Batch>();
+    open_batch_->id = next_batch_id_++;
+    open_batch_->consumer = name();
+    open_batch_->source_name = setup_.config.source;
+    open_batch_->connector = setup_.source_type;
+    open_batch_->changes.reserve(std::min<std::size_t>(setup_.config.batch.max_events, 4096));
+    open_entry_ = ledger_.add_delivery(setup_.sinks.size(), change.timestamp_us);
+    open_since_ = Clock::now();
+  }
+  open_batch_->bytes += change.byte_size();
+  open_batch_->changes.push_back(std::move(change));
+  if (open_batch_->changes.size() >= setup_.config.batch.max_events ||
+      open_batch_->bytes >= setup_.config.batch.max_bytes) {
+    flush_batch();
+  }
+}
+
+std::size_t Consumer::batches_in_flight() const {
+  return ledger_.deliveries_in_flight() - (open_batch_ ? 1 : 0);
+}
+
+void Consumer::wait_for_in_flight_room() {
+  while (batches_in_flight() >= setup_.config.batch.max_in_flight &&
+         state_ == ConsumerState::kRunning && !aborted_) {
+    {
+      std::unique_lock lock(inbox_->mutex);
+      inbox_->arrived.wait_for(lock, kIdleWake,
+                               [this] { return !inbox_->acks.empty() || aborted_; });
+    }
+    process_acks();
+    if (Clock::now() >= next_checkpoint_) save_checkpoint();
+    update_metrics();
+  }
+}
+
+void Consumer::flush_batch() {
+  if (!open_batch_) return;
+  BatchPtr batch = std::move(open_batch_);
+  open_batch_.reset();
+  for (std::size_t i = 0; i < setup_.sinks.size(); ++i) {
+    setup_.sinks[i].sink->write(batch, make_ack(open_entry_, i, batch));
+  }
+}
+
+AckFn Consumer::make_ack(AckLedger::EntryId entry, std::size_t sink, BatchPtr batch) {
+  auto written_at = Clock::now();
+  return [inbox = inbox_, entry, sink, batch = std::move(batch),
+          written_at](DeliveryReport report) mutable {
+    std::lock_guard lock(inbox->mutex);
+    inbox->acks.push_back(Ack{entry, sink, std::move(batch), std::move(report), written_at});
+    inbox->arrived.notify_all();
+    if (inbox->wake) inbox->wake->wake();
+  };
+}
+
+void Consumer::process_acks() {
+  std::vector<Ack> acks;
+  {
+    std::lock_guard lock(inbox_->mutex);
+    acks.swap(inbox_->acks);
+  }
+  for (auto& ack : acks) process_ack(ack);
+  ledger_.advance();
+}
+
+void Consumer::process_ack(Ack& ack) {
+  const bool from_dead_letter_sink = ack.sink == setup_.sinks.size();
+  const std::string& sink_name =
+      from_dead_letter_sink ? setup_.dead_letter->name : setup_.sinks[ack.sink].name;
+  const auto& changes = ack.batch->changes;
+  if (ack.report.failure) {
+    std::string range = changes.empty() ? std::string("empty batch")
+                                        : "lsn " + std::to_string(changes.front().lsn) + ".." +
+                                              std::to_string(changes.back().lsn);
+    set_failed("sink " + sink_name + " failed on " + range + ": " + ack.report.failure->message);
+    return;
+  }
+  if (!from_dead_letter_sink) {
+    batch_durations_[ack.sink]->Observe(
+        std::chrono::duration<double>(Clock::now() - ack.written_at).count());
+    std::vector<bool> rejected(changes.size(), false);
+    for (const auto& rejection : ack.report.rejected) {
+      if (rejection.index < changes.size()) rejected[rejection.index] = true;
+    }
+    for (std::size_t i = 0; i < changes.size(); ++i) {
+      if (!rejected[i])
+        events_counters_[ack.sink][static_cast<int>(changes[i].operation)]->Increment();
+    }
+    for (const auto& rejection : ack.report.rejected) {
+      if (rejection.index >= changes.size()) continue;
+      const Change& change = changes[rejection.index];
+      std::string where = "sink " + sink_name + " rejected the change at lsn " +
+                          std::to_string(change.lsn) + " (" + change.entity +
+                          "): " + rejection.reason;
+      if (setup_.config.on_error == OnError::kStop) {
+        set_failed(where);
+        return;
+      }
+      std::string native;
+      encode_change(Format::kNative, change,
+                    EncodeContext{setup_.config.source, setup_.source_type}, native);
+      nlohmann::json body{{"reason", where},
+                          {"sink", sink_name},
+                          {"change", nlohmann::json::parse(native, nullptr, false)}};
+      ledger_.expect_more(ack.entry, 1);
+      write_dead_letter(make_dead_letter(name(), change.lsn, std::move(body)), ack.entry);
+    }
+  }
+  ledger_.acknowledge(ack.entry);
+}
+
+void Consumer::dead_letter_bad_record(const BadRecord& record) {
+  nlohmann::json body{
+      {"reason", record.reason}, {"location", record.location}, {"raw", record.raw}};
+  auto entry = ledger_.add_delivery(1, now_us());
+  write_dead_letter(make_dead_letter(name(), record.last_lsn, std::move(body)), entry);
+}
+
+void Consumer::write_dead_letter(Change&& letter, AckLedger::EntryId entry) {
+  metrics_.dead_letters->Increment();
+  setup_.log->warn("consumer {}: dead-lettering a record to {}", name(), setup_.dead_letter->name);
+  auto batch = std::make_shared<Batch>();
+  batch->id = 0;
+  batch->consumer = name();
+  batch->source_name = setup_.config.source;
+  batch->connector = setup_.source_type;
+  batch->bytes = letter.byte_size();
+  batch->changes.push_back(std::move(letter));
+  setup_.dead_letter->sink->write(batch, make_ack(entry, setup_.sinks.size(), batch));
+}
+
+void Consumer::wait_for_all_acks() {
+  while (!ledger_.empty() && state_ == ConsumerState::kRunning && !aborted_) {
+    {
+      std::unique_lock lock(inbox_->mutex);
+      inbox_->arrived.wait_for(lock, kIdleWake,
+                               [this] { return !inbox_->acks.empty() || aborted_; });
+    }
+    process_acks();
+    if (Clock::now() >= next_checkpoint_) save_checkpoint();
+    update_metrics();
+  }
+}
+
+void Consumer::save_checkpoint() {
+  next_checkpoint_ = Clock::now() + setup_.checkpoint_interval;
+  const auto& frontier = ledger_.advance();
+  if (!frontier || (last_saved_ && last_saved_->lsn == frontier->lsn)) return;
+  Checkpoint checkpoint = *frontier;
+  checkpoint.saved_at_us = now_us();
+  if (auto saved = setup_.store->save(name(), checkpoint); !saved) {
+    // Not fatal: the next interval tries again, and nothing past the old checkpoint is lost.
+    setup_.log->error("consumer {}: saving checkpoint at lsn {} failed: {}", name(), checkpoint.lsn,
+                      saved.error().message);
+    return;
+  }
+  last_saved_ = checkpoint;
+  saved_lsn_ = checkpoint.lsn;
+  std::lock_guard lock(status_mutex_);
+  status_.checkpoint = checkpoint;
+}
+
+void Consumer::update_metrics() {
+  std::size_t queued = queue_.bytes() + pending_bytes_;
+  std::optional<std::int64_t> oldest = ledger_.oldest_unacknowledged_timestamp();
+  if (!oldest) {
+    for (const auto& event : pending_) {
+      if (const auto* change = std::get_if<Change>(&event)) {
+        oldest = change->timestamp_us;
+        break;
+      }
+    }
+  }
+  if (!oldest) oldest = queue_.oldest_change_timestamp();
+  double lag_seconds = oldest ? std::max(0.0, (now_us() - *oldest) / 1e6) : 0.0;
+  const auto& frontier = ledger_.frontier();
+  std::uint64_t lag_bytes =
+      setup_.source->bytes_behind(frontier ? frontier->lsn : 0, frontier ? frontier->offset : 0);
+  metrics_.queue_bytes->Set(static_cast<double>(queued));
+  metrics_.lag_seconds->Set(lag_seconds);
+  metrics_.lag_bytes->Set(static_cast<double>(lag_bytes));
+  if (last_saved_) metrics_.checkpoint_lsn->Set(static_cast<double>(last_saved_->lsn));
+  std::lock_guard lock(status_mutex_);
+  status_.state = state_.load();
+  status_.lag_bytes = lag_bytes;
+  status_.lag_seconds = lag_seconds;
+  status_.queue_bytes = queued;
+}
+
+ConsumerStatus Consumer::status() const {
+  std::lock_guard lock(status_mutex_);
+  ConsumerStatus copy = status_;
+  copy.state = state_.load();
+  return copy;
+}
+
+}  // namespace cdcd

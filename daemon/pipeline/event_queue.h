@@ -1,0 +1,56 @@
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+#include "daemon/core/change.h"
+
+namespace cdcd {
+
+// The hand-over from a source thread to one consumer thread, bounded in bytes. The producer never
+// blocks inside push(): it asks has_room() first and backs off (the source stops reading), so a
+// full queue turns into backpressure on the log instead of memory growth. Events move in chunks
+// to keep locking off the per-event path.
+class EventQueue {
+ public:
+  explicit EventQueue(std::size_t max_bytes) : max_bytes_(max_bytes) {}
+
+  // Appends a chunk (in order). `end_of_stream` marks that nothing more will come.
+  void push(std::vector<SourceEvent>&& events, std::size_t bytes, bool end_of_stream = false);
+
+  // True while the queue holds less than its bound.
+  bool has_room() const;
+  std::size_t bytes() const;
+
+  // Waits until events are available, the stream ended, or `deadline`; moves everything queued
+  // into `out` (appending). Returns the number of bytes moved.
+  std::size_t pop_all(std::deque<SourceEvent>& out, std::chrono::steady_clock::time_point deadline);
+
+  bool end_of_stream() const;
+
+  // Commit time of the oldest change waiting here, if any (for lag_seconds).
+  std::optional<std::int64_t> oldest_change_timestamp() const;
+
+  // Wakes a waiting pop_all (e.g. for shutdown or an acknowledgement to process).
+  void wake();
+
+  // Waits until the queue has room or `deadline`; used by the source thread while backpressured.
+  void wait_for_room(std::chrono::steady_clock::time_point deadline) const;
+
+ private:
+  const std::size_t max_bytes_;
+  mutable std::mutex mutex_;
+  mutable std::condition_variable readable_;
+  mutable std::condition_variable writable_;
+  std::deque<SourceEvent> events_;
+  std::size_t bytes_ = 0;
+  bool end_of_stream_ = false;
+  bool woken_ = false;
+};
+
+}  // namespace cdcd

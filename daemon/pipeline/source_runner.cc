@@ -1,0 +1,215 @@
+#include "daemon/pipeline/source_runner.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "daemon/core/backoff.h"
+
+namespace cdcd {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr auto kPollSlice = std::chrono::milliseconds(100);
+constexpr std::size_t kChunkEvents = 512;
+
+}  // namespace
+
+// The Emitter handed to the source: buffers events per consumer and hands them over in chunks.
+class SourceRunner::FanOut : public Emitter {
+ public:
+  FanOut(std::vector<Consumer*> consumers, const std::atomic<bool>& stop)
+      : consumers_(std::move(consumers)),
+        stop_(stop),
+        chunks_(consumers_.size()),
+        chunk_bytes_(consumers_.size(), 0),
+        wanted_(consumers_.size(), false) {}
+
+  void emit(SourceEvent&& event) override {
+    std::size_t bytes = byte_size(event);
+    int last = -1;
+    for (std::size_t i = 0; i < consumers_.size(); ++i) {
+      wanted_[i] = consumers_[i]->accepting() && consumers_[i]->wants(event);
+      if (wanted_[i]) last = static_cast<int>(i);
+    }
+    for (int i = 0; i <= last; ++i) {
+      if (!wanted_[i]) continue;
+      chunks_[i].push_back(i == last ? std::move(event) : SourceEvent(event));
+      chunk_bytes_[i] += bytes;
+      if (chunks_[i].size() >= kChunkEvents) hand_over(i);
+    }
+  }
+
+  bool wants_more() const override {
+    if (stop_) return false;
+    for (std::size_t i = 0; i < consumers_.size(); ++i) {
+      if (consumers_[i]->accepting() && !consumers_[i]->queue().has_room()) return false;
+    }
+    return true;
+  }
+
+  void hand_over_all() {
+    for (std::size_t i = 0; i < consumers_.size(); ++i) hand_over(i);
+  }
+
+  void end_stream() {
+    for (std::size_t i = 0; i < consumers_.size(); ++i) {
+      consumers_[i]->queue().push(std::move(chunks_[i]), chunk_bytes_[i], true);
+      chunk_bytes_[i] = 0;
+    }
+  }
+
+  // Waits a little for the fullest queue to drain.
+  void wait_for_room(Clock::time_point deadline) {
+    for (Consumer* consumer : consumers_) {
+      if (consumer->accepting() && !consumer->queue().has_room()) {
+        consumer->queue().wait_for_room(deadline);
+        return;
+      }
+    }
+  }
+
+ private:
+  void hand_over(std::size_t i) {
+    if (chunks_[i].empty()) return;
+    consumers_[i]->queue().push(std::move(chunks_[i]), chunk_bytes_[i]);
+    chunk_bytes_[i] = 0;
+  }
+
+  std::vector<Consumer*> consumers_;
+  const std::atomic<bool>& stop_;
+  std::vector<std::vector<SourceEvent>> chunks_;
+  std::vector<std::size_t> chunk_bytes_;
+  std::vector<char> wanted_;
+};
+
+SourceRunner::SourceRunner(std::string name, Source* source, std::vector<Consumer*> consumers,
+                           std::shared_ptr<spdlog::logger> log)
+    : name_(std::move(name)),
+      source_(source),
+      consumers_(std::move(consumers)),
+      log_(std::move(log)) {}
+
+SourceRunner::~SourceRunner() {
+  request_stop(Clock::now());
+  join();
+}
+
+void SourceRunner::start() {
+  thread_ = std::thread([this] { run(); });
+}
+
+void SourceRunner::request_stop(Clock::time_point deadline) {
+  drain_deadline_ns_ = deadline.time_since_epoch().count();
+  stop_ = true;
+}
+
+void SourceRunner::join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+bool SourceRunner::wait_interruptibly(std::chrono::milliseconds duration) {
+  auto until = Clock::now() + duration;
+  while (!stop_ && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  return !stop_;
+}
+
+bool SourceRunner::start_source() {
+  // The source starts at the lowest position any consumer needs; with a checkpoint there, the
+  // source may seek to it instead of scanning.
+  StartPosition from;
+  from.first_lsn = std::numeric_limits<std::uint64_t>::max();
+  for (Consumer* consumer : consumers_) {
+    StartPosition wanted = consumer->start_position();
+    if (wanted.first_lsn < from.first_lsn ||
+        (wanted.first_lsn == from.first_lsn && wanted.has_resume && !from.has_resume)) {
+      from = wanted;
+    }
+  }
+  Backoff backoff;
+  while (!stop_) {
+    auto started = source_->start(from);
+    if (started) {
+      log_->info("source {} started at lsn {}", name_, from.first_lsn);
+      return true;
+    }
+    if (!started.error().retryable) {
+      for (Consumer* consumer : consumers_) {
+        consumer->fail("source " + name_ + ": " + started.error().message);
+      }
+      log_->error("source {} cannot start: {}", name_, started.error().message);
+      return false;
+    }
+    auto wait = backoff.next();
+    log_->warn("source {} cannot start yet ({}); retrying in {} ms", name_, started.error().message,
+               wait.count());
+    wait_interruptibly(wait);
+  }
+  return false;
+}
+
+void SourceRunner::run() {
+  FanOut fan_out(consumers_, stop_);
+  bool started = start_source();
+  Backoff backoff;
+  while (started && !stop_) {
+    auto outcome = source_->poll(fan_out, Clock::now() + kPollSlice);
+    fan_out.hand_over_all();
+    commit_checkpoints();
+    if (!outcome) {
+      if (!outcome.error().retryable) {
+        log_->error("source {} failed: {}", name_, outcome.error().message);
+        for (Consumer* consumer : consumers_) {
+          consumer->fail("source " + name_ + ": " + outcome.error().message);
+        }
+        break;
+      }
+      auto wait = backoff.next();
+      log_->warn("source {}: {}; retrying in {} ms", name_, outcome.error().message, wait.count());
+      wait_interruptibly(wait);
+      continue;
+    }
+    backoff.reset();
+    if (*outcome == PollOutcome::kEnd) {
+      log_->info("source {} reached the end of its log", name_);
+      break;
+    }
+    if (std::none_of(consumers_.begin(), consumers_.end(),
+                     [](Consumer* c) { return c->accepting(); })) {
+      break;
+    }
+    if (!fan_out.wants_more()) fan_out.wait_for_room(Clock::now() + kPollSlice);
+  }
+  fan_out.end_stream();
+  ended_ = true;
+  finish();
+}
+
+void SourceRunner::finish() {
+  // Consumers are draining what was read; their last checkpoints may still release log for the
+  // source, so wait for them (bounded by the shutdown deadline) before closing the source.
+  auto deadline_ns = drain_deadline_ns_.load();
+  auto deadline =
+      deadline_ns == 0 ? Clock::time_point::max() : Clock::time_point(Clock::duration(deadline_ns));
+  while (Clock::now() < deadline &&
+         std::any_of(consumers_.begin(), consumers_.end(),
+                     [](Consumer* c) { return c->state() == ConsumerState::kRunning; })) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (drain_deadline_ns_.load() != 0) {
+      deadline = Clock::time_point(Clock::duration(drain_deadline_ns_.load()));
+    }
+  }
+  commit_checkpoints();
+  source_->stop();
+}
+
+void SourceRunner::commit_checkpoints() {
+  std::uint64_t lowest = std::numeric_limits<std::uint64_t>::max();
+  for (Consumer* consumer : consumers_) lowest = std::min(lowest, consumer->saved_lsn());
+  if (lowest != std::numeric_limits<std::uint64_t>::max() && lowest > committed_lsn_) {
+    source_->commit(lowest);
+    committed_lsn_ = lowest;
+  }
+}
+
+}  // namespace cdcd

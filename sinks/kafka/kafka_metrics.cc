@@ -1,0 +1,95 @@
+#include "sinks/kafka/kafka_metrics.h"
+
+#include <nlohmann/json.hpp>
+
+namespace cdcd::kafka {
+
+namespace {
+
+// 0.25 ms doubling up to about 35 min: a healthy cluster answers in milliseconds, while with
+// message.timeout.ms=0 a message may wait for a broker for as long as it is down.
+prometheus::Histogram::BucketBoundaries latency_buckets() {
+  prometheus::Histogram::BucketBoundaries buckets;
+  for (double bound = 0.00025; bound < 2100.0; bound *= 2) buckets.push_back(bound);
+  return buckets;
+}
+
+prometheus::Counter* or_private(prometheus::Counter* counter, prometheus::Registry& registry,
+                                const std::string& name, const std::string& sink) {
+  if (counter != nullptr) return counter;
+  return &prometheus::BuildCounter().Name(name).Register(registry).Add({{"sink", sink}});
+}
+
+}  // namespace
+
+KafkaMetrics::KafkaMetrics(std::shared_ptr<prometheus::Registry> registry, const std::string& sink,
+                           SinkMetrics sink_metrics)
+    : registry_(registry ? std::move(registry) : std::make_shared<prometheus::Registry>()),
+      sink_(sink),
+      messages_family_(prometheus::BuildCounter()
+                           .Name("cdcd_kafka_produced_messages_total")
+                           .Help("Messages (tombstones included) the brokers acknowledged, per "
+                                 "topic.")
+                           .Register(*registry_)),
+      bytes_family_(prometheus::BuildCounter()
+                        .Name("cdcd_kafka_produced_bytes_total")
+                        .Help("Key and value bytes of the messages the brokers acknowledged, per "
+                              "topic.")
+                        .Register(*registry_)),
+      rtt_family_(prometheus::BuildGauge()
+                      .Name("cdcd_kafka_broker_rtt_seconds")
+                      .Help("Average request round-trip time to each broker over the last "
+                            "statistics interval (librdkafka statistics).")
+                      .Register(*registry_)),
+      latency_(&prometheus::BuildHistogram()
+                    .Name("cdcd_kafka_delivery_latency_seconds")
+                    .Help("Time from handing a message to the producer to its successful "
+                          "delivery report.")
+                    .Register(*registry_)
+                    .Add({{"sink", sink}}, latency_buckets())),
+      in_flight_(&prometheus::BuildGauge()
+                      .Name("cdcd_kafka_in_flight_messages")
+                      .Help("Messages handed to the producer that have no delivery report yet.")
+                      .Register(*registry_)
+                      .Add({{"sink", sink}})),
+      queue_messages_(&prometheus::BuildGauge()
+                           .Name("cdcd_kafka_producer_queue_messages")
+                           .Help("Messages in the producer's queues (librdkafka statistics "
+                                 "msg_cnt).")
+                           .Register(*registry_)
+                           .Add({{"sink", sink}})),
+      errors_(or_private(sink_metrics.errors, *registry_, "cdcd_sink_errors_total", sink)),
+      retries_(or_private(sink_metrics.retries, *registry_, "cdcd_sink_retries_total", sink)) {}
+
+KafkaMetrics::TopicCounters KafkaMetrics::topic(const std::string& topic) {
+  const prometheus::Labels labels{{"sink", sink_}, {"topic", topic}};
+  return TopicCounters{&messages_family_.Add(labels), &bytes_family_.Add(labels)};
+}
+
+bool KafkaMetrics::on_statistics(std::string_view json) {
+  auto stats = nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false);
+  if (!stats.is_object()) return false;
+  if (auto it = stats.find("msg_cnt"); it != stats.end() && it->is_number()) {
+    queue_messages_->Set(it->get<double>());
+  }
+  auto brokers = stats.find("brokers");
+  if (brokers == stats.end() || !brokers->is_object()) return false;
+  std::int64_t retries = 0;
+  bool any_up = false;
+  for (const auto& [name, broker] : brokers->items()) {
+    if (!broker.is_object()) continue;
+    any_up = any_up || broker.value("state", "") == "UP";
+    retries += broker.value("txretries", std::int64_t{0});
+    // Bootstrap entries (nodeid -1) are replaced by the real brokers once metadata arrives.
+    if (broker.value("nodeid", -1) < 0) continue;
+    auto rtt = broker.find("rtt");
+    if (rtt == broker.end() || !rtt->is_object()) continue;
+    double average_us = rtt->value("avg", 0.0);
+    rtt_family_.Add({{"sink", sink_}, {"broker", name}}).Set(average_us / 1e6);
+  }
+  if (retries > retries_seen_) retries_->Increment(static_cast<double>(retries - retries_seen_));
+  retries_seen_ = retries;
+  return any_up;
+}
+
+}  // namespace cdcd::kafka

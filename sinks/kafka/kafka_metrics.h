@@ -1,0 +1,56 @@
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include "daemon/plugin/sink.h"
+
+namespace cdcd::kafka {
+
+// The Kafka sink's own metrics (labelled with the sink's name), plus the runtime's error and
+// retry counters of the sink, which librdkafka's statistics feed.
+class KafkaMetrics {
+ public:
+  struct TopicCounters {
+    prometheus::Counter* messages = nullptr;
+    prometheus::Counter* bytes = nullptr;
+  };
+
+  // `registry` may be null (a private one is used); so may the counters of `sink_metrics`.
+  KafkaMetrics(std::shared_ptr<prometheus::Registry> registry, const std::string& sink,
+               SinkMetrics sink_metrics);
+
+  // Thread-safe; the counters live as long as this object.
+  TopicCounters topic(const std::string& topic);
+
+  void observe_delivery_latency(double seconds) { latency_->Observe(seconds); }
+  void set_in_flight(std::int64_t messages) { in_flight_->Set(static_cast<double>(messages)); }
+  void count_error() { errors_->Increment(); }
+
+  // Reads librdkafka's statistics JSON: queue depth, per-broker round-trip time, and the retried
+  // requests (added to the sink's retry counter). Returns whether some broker is connected.
+  bool on_statistics(std::string_view json);
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::string sink_;
+  prometheus::Family<prometheus::Counter>& messages_family_;
+  prometheus::Family<prometheus::Counter>& bytes_family_;
+  prometheus::Family<prometheus::Gauge>& rtt_family_;
+  prometheus::Histogram* latency_;
+  prometheus::Gauge* in_flight_;
+  prometheus::Gauge* queue_messages_;
+  prometheus::Counter* errors_;
+  prometheus::Counter* retries_;
+  std::int64_t retries_seen_ = 0;  // librdkafka's cumulative txretries at the last statistics
+};
+
+}  // namespace cdcd::kafka

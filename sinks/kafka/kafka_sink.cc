@@ -1,0 +1,593 @@
+#include "sinks/kafka/kafka_sink.h"
+
+#include <algorithm>
+#include <charconv>
+#include <chrono>
+#include <vector>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "daemon/format/format.h"
+
+namespace cdcd::kafka {
+
+namespace {
+
+using namespace std::chrono_literals;
+
+// How long start() waits for the cluster's metadata before calling the brokers unreachable.
+constexpr int kStartTimeoutMs = 10000;
+// Admin requests (topic creation): request and operation timeouts.
+constexpr int kAdminTimeoutMs = 10000;
+// How long stop() lets purged messages report before it fails their batches itself.
+constexpr auto kPurgeGrace = 5s;
+
+template <auto Destroy>
+struct Deleter {
+  template <typename T>
+  void operator()(T* pointer) const {
+    Destroy(pointer);
+  }
+};
+using AdminOptionsPtr =
+    std::unique_ptr<rd_kafka_AdminOptions_t, Deleter<rd_kafka_AdminOptions_destroy>>;
+using NewTopicPtr = std::unique_ptr<rd_kafka_NewTopic_t, Deleter<rd_kafka_NewTopic_destroy>>;
+using QueuePtr = std::unique_ptr<rd_kafka_queue_t, Deleter<rd_kafka_queue_destroy>>;
+using EventPtr = std::unique_ptr<rd_kafka_event_t, Deleter<rd_kafka_event_destroy>>;
+using ErrorPtr = std::unique_ptr<rd_kafka_error_t, Deleter<rd_kafka_error_destroy>>;
+using ConfPtr = std::unique_ptr<rd_kafka_conf_t, Deleter<rd_kafka_conf_destroy>>;
+
+// Errors that condemn one message, not the sink: the change can be dead-lettered.
+bool is_message_error(rd_kafka_resp_err_t err) {
+  return err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE ||
+         err == RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE || err == RD_KAFKA_RESP_ERR_INVALID_RECORD;
+}
+
+std::int64_t now_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+struct KafkaSink::PendingBatch {
+  PendingBatch(BatchPtr b, AckFn a) : batch(std::move(b)), ack(std::move(a)) {
+    // One message per change plus a tombstone per delete, at most: never reallocated, because
+    // librdkafka holds pointers into it.
+    refs.reserve(batch->changes.size() * 2);
+  }
+
+  void fail(std::string message) {
+    std::lock_guard lock(mutex);
+    if (!failure) failure = Error{std::move(message), false};
+  }
+
+  void reject(std::size_t index, std::string reason) {
+    std::lock_guard lock(mutex);
+    for (const auto& rejected_change : rejected) {
+      if (rejected_change.index == index) return;
+    }
+    rejected.push_back(RejectedChange{index, std::move(reason)});
+  }
+
+  BatchPtr batch;
+  AckFn ack;
+  // Messages without a delivery report, plus one held by write() until it has produced them all.
+  std::atomic<std::size_t> outstanding{1};
+  std::mutex mutex;
+  std::optional<Error> failure;
+  std::vector<RejectedChange> rejected;
+  std::vector<MessageRef> refs;
+};
+
+KafkaSink::KafkaSink(KafkaSinkConfig config, SinkContext context)
+    : config_(std::move(config)),
+      context_(std::move(context)),
+      log_(context_.log ? context_.log : spdlog::default_logger()),
+      metrics_(context_.registry, context_.name, context_.metrics) {}
+
+KafkaSink::~KafkaSink() { stop(); }
+
+// ---- start-up ---------------------------------------------------------------------------------
+
+Status KafkaSink::start() {
+  std::unique_lock lock(producer_mutex_);
+  if (stopping_) return fail(fmt::format("kafka sink '{}' is stopped", context_.name));
+  if (producer_ == nullptr) {
+    if (auto created = create_producer(); !created) return created;
+    poller_ = std::thread([this] { poll_loop(); });
+  }
+  lock.unlock();
+  if (auto reachable = check_cluster(); !reachable) return reachable;
+  if (config_.create_topics && config_.topic.is_constant()) {
+    std::shared_lock shared(producer_mutex_);
+    if (auto handle = topic_handle(config_.topic.text()); !handle) {
+      return tl::unexpected(handle.error());
+    }
+  }
+  return ok();
+}
+
+Status KafkaSink::create_producer() {
+  ConfPtr conf(rd_kafka_conf_new());
+  char errstr[512];
+  auto set = [&](const std::string& name, const std::string& value) -> Status {
+    if (rd_kafka_conf_set(conf.get(), name.c_str(), value.c_str(), errstr, sizeof errstr) !=
+        RD_KAFKA_CONF_OK) {
+      return fail(fmt::format("kafka sink '{}': property {}: {}", context_.name, name, errstr));
+    }
+    return ok();
+  };
+  if (auto status = set("bootstrap.servers", config_.brokers); !status) return status;
+  if (!config_.properties.contains("client.id")) {
+    if (auto status = set("client.id", "cdcd-" + context_.name); !status) return status;
+  }
+  for (const auto& [name, value] : config_.properties) {
+    if (auto status = set(name, value); !status) return status;
+  }
+  rd_kafka_conf_set_opaque(conf.get(), this);
+  rd_kafka_conf_set_dr_msg_cb(conf.get(), &KafkaSink::on_delivery);
+  rd_kafka_conf_set_error_cb(conf.get(), &KafkaSink::on_error);
+  rd_kafka_conf_set_stats_cb(conf.get(), &KafkaSink::on_statistics);
+  rd_kafka_conf_set_log_cb(conf.get(), &KafkaSink::on_log);
+  producer_ = rd_kafka_new(RD_KAFKA_PRODUCER, conf.get(), errstr, sizeof errstr);
+  if (producer_ == nullptr) {
+    return fail(
+        fmt::format("kafka sink '{}': cannot create the producer: {}", context_.name, errstr));
+  }
+  conf.release();  // owned by the producer now
+  return ok();
+}
+
+Status KafkaSink::check_cluster() {
+  const rd_kafka_metadata_t* metadata = nullptr;
+  rd_kafka_resp_err_t err;
+  {
+    std::shared_lock lock(producer_mutex_);
+    err = rd_kafka_metadata(producer_, /*all_topics=*/0, nullptr, &metadata, kStartTimeoutMs);
+  }
+  if (metadata != nullptr) rd_kafka_metadata_destroy(metadata);
+  if (fatal_) return fail(fatal_error_text());
+  if (err == RD_KAFKA_RESP_ERR_NO_ERROR) return ok();
+  bool permanent;
+  {
+    std::lock_guard lock(error_mutex_);
+    permanent = last_error_code_ == RD_KAFKA_RESP_ERR__AUTHENTICATION ||
+                last_error_code_ == RD_KAFKA_RESP_ERR__SSL;
+  }
+  auto message = fmt::format("kafka sink '{}': cannot reach the brokers {}: {}{}", context_.name,
+                             config_.brokers, rd_kafka_err2str(err), last_error_text());
+  return permanent ? fail(message) : fail_retryable(message);
+}
+
+// ---- topics -----------------------------------------------------------------------------------
+
+// Called with producer_mutex_ held (shared or exclusive).
+Result<KafkaSink::TopicHandle*> KafkaSink::topic_handle(const std::string& topic) {
+  {
+    std::lock_guard lock(topics_mutex_);
+    if (auto it = topics_.find(topic); it != topics_.end()) return it->second.get();
+  }
+  // Creation waits on the cluster: done outside the lock. Two writers may both ask; the second
+  // gets TOPIC_ALREADY_EXISTS, which is success.
+  if (config_.create_topics) {
+    if (auto created = create_topic(topic); !created) return tl::unexpected(created.error());
+  }
+  std::lock_guard lock(topics_mutex_);
+  if (auto it = topics_.find(topic); it != topics_.end()) return it->second.get();
+  auto handle = std::make_unique<TopicHandle>();
+  handle->name = topic;
+  handle->counters = metrics_.topic(topic);
+  rd_kafka_topic_conf_t* topic_conf = rd_kafka_default_topic_conf_dup(producer_);
+  rd_kafka_topic_conf_set_opaque(topic_conf, handle.get());
+  handle->rkt = rd_kafka_topic_new(producer_, topic.c_str(), topic_conf);
+  if (handle->rkt == nullptr) {
+    rd_kafka_topic_conf_destroy(topic_conf);
+    return fail(fmt::format("kafka sink '{}': topic '{}': {}", context_.name, topic,
+                            rd_kafka_err2str(rd_kafka_last_error())));
+  }
+  auto* result = handle.get();
+  topics_.emplace(topic, std::move(handle));
+  return result;
+}
+
+Status KafkaSink::create_topic(const std::string& topic) {
+  char errstr[512];
+  const auto& creation = *config_.create_topics;
+  NewTopicPtr new_topic(rd_kafka_NewTopic_new(topic.c_str(), creation.partitions,
+                                              creation.replication_factor, errstr, sizeof errstr));
+  if (!new_topic) {
+    return fail(
+        fmt::format("kafka sink '{}': cannot create topic '{}': {}", context_.name, topic, errstr));
+  }
+  AdminOptionsPtr options(rd_kafka_AdminOptions_new(producer_, RD_KAFKA_ADMIN_OP_CREATETOPICS));
+  rd_kafka_AdminOptions_set_request_timeout(options.get(), kAdminTimeoutMs, errstr, sizeof errstr);
+  rd_kafka_AdminOptions_set_operation_timeout(options.get(), kAdminTimeoutMs, errstr,
+                                              sizeof errstr);
+  QueuePtr queue(rd_kafka_queue_new(producer_));
+  rd_kafka_NewTopic_t* topics[] = {new_topic.get()};
+  rd_kafka_CreateTopics(producer_, topics, 1, options.get(), queue.get());
+  EventPtr event(rd_kafka_queue_poll(queue.get(), 2 * kAdminTimeoutMs));
+  auto failure = [&](const std::string& why) {
+    return fail(
+        fmt::format("kafka sink '{}': cannot create topic '{}': {}", context_.name, topic, why));
+  };
+  if (!event) return failure("no answer from the cluster");
+  if (rd_kafka_event_error(event.get())) return failure(rd_kafka_event_error_string(event.get()));
+  size_t count = 0;
+  const rd_kafka_topic_result_t** results =
+      rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(event.get()), &count);
+  for (size_t i = 0; i < count; ++i) {
+    auto err = rd_kafka_topic_result_error(results[i]);
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR || err == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS)
+      continue;
+    const char* detail = rd_kafka_topic_result_error_string(results[i]);
+    return failure(detail != nullptr ? detail : rd_kafka_err2str(err));
+  }
+  log_->info("kafka sink '{}': topic '{}' ready ({} partitions, replication factor {})",
+             context_.name, topic, creation.partitions, creation.replication_factor);
+  return ok();
+}
+
+// ---- writing ----------------------------------------------------------------------------------
+
+void KafkaSink::write(BatchPtr batch, AckFn ack) {
+  auto* pending = new PendingBatch(std::move(batch), std::move(ack));
+  {
+    std::lock_guard lock(live_mutex_);
+    live_.insert(pending);
+  }
+  {
+    std::shared_lock lock(producer_mutex_);
+    if (producer_ == nullptr || stopping_) {
+      pending->fail(fmt::format("kafka sink '{}' is not running", context_.name));
+    } else if (fatal_) {
+      pending->fail(fatal_error_text());
+    } else {
+      produce_batch(*pending);
+    }
+  }
+  release(*pending);
+}
+
+void KafkaSink::produce_batch(PendingBatch& pending) {
+  const Batch& batch = *pending.batch;
+  const EncodeContext encode_context{batch.source_name, batch.connector, now_us()};
+  std::string topic_name, key, value;
+  TopicHandle* topic = nullptr;
+  for (std::uint32_t index = 0; index < batch.changes.size(); ++index) {
+    const Change& change = batch.changes[index];
+    topic_name.clear();
+    // A topic template has no {key.FIELD}: rendering it cannot fail.
+    (void)config_.topic.render(change, batch.source_name, topic_name);
+    if (auto problem = topic_name_problem(topic_name)) {
+      pending.reject(index, fmt::format("kafka sink '{}': the change at lsn {} routes to no valid "
+                                        "topic: {}",
+                                        context_.name, change.lsn, *problem));
+      continue;
+    }
+    if (topic == nullptr || topic->name != topic_name) {
+      auto handle = topic_handle(topic_name);
+      if (!handle) {
+        pending.fail(
+            fmt::format("{} (for the change at lsn {})", handle.error().message, change.lsn));
+        return;
+      }
+      topic = *handle;
+    }
+    key.clear();
+    if (config_.key) {
+      if (auto rendered = config_.key->render(change, batch.source_name, key); !rendered) {
+        pending.reject(index, fmt::format("kafka sink '{}': cannot build the key of the change at "
+                                          "lsn {}: {}",
+                                          context_.name, change.lsn, rendered.error().message));
+        continue;
+      }
+    } else {
+      key = change.key.empty() ? std::string_view("{}") : std::string_view(change.key);
+    }
+    value.clear();
+    encode_change(config_.format, change, encode_context, value);
+    Produced produced = produce(pending, *topic, index, key, &value);
+    if (produced == Produced::kFailed) return;
+    // A rejected delete is dead-lettered or stops the consumer: its tombstone must not go out.
+    if (produced == Produced::kQueued && change.operation == Operation::kDelete &&
+        config_.tombstones) {
+      if (produce(pending, *topic, index, key, nullptr) == Produced::kFailed) return;
+    }
+  }
+}
+
+KafkaSink::Produced KafkaSink::produce(PendingBatch& pending, TopicHandle& topic,
+                                       std::uint32_t index, const std::string& key,
+                                       const std::string* value) {
+  const Change& change = pending.batch->changes[index];
+  MessageRef& ref = pending.refs.emplace_back(MessageRef{&pending, index, value == nullptr});
+  rd_kafka_headers_t* headers =
+      config_.headers ? make_headers(change, pending.batch->source_name) : nullptr;
+
+  rd_kafka_vu_t fields[6];
+  size_t count = 0;
+  fields[count].vtype = RD_KAFKA_VTYPE_RKT;
+  fields[count++].u.rkt = topic.rkt;
+  fields[count].vtype = RD_KAFKA_VTYPE_MSGFLAGS;
+  fields[count++].u.i = RD_KAFKA_MSG_F_COPY;
+  fields[count].vtype = RD_KAFKA_VTYPE_KEY;
+  fields[count].u.mem.ptr = const_cast<char*>(key.data());
+  fields[count++].u.mem.size = key.size();
+  fields[count].vtype = RD_KAFKA_VTYPE_VALUE;
+  fields[count].u.mem.ptr = value != nullptr ? const_cast<char*>(value->data()) : nullptr;
+  fields[count++].u.mem.size = value != nullptr ? value->size() : 0;
+  fields[count].vtype = RD_KAFKA_VTYPE_OPAQUE;
+  fields[count++].u.ptr = &ref;
+  if (headers != nullptr) {
+    fields[count].vtype = RD_KAFKA_VTYPE_HEADERS;
+    fields[count++].u.headers = headers;
+  }
+
+  pending.outstanding.fetch_add(1);
+  in_flight_.fetch_add(1);
+  while (true) {
+    ErrorPtr error(rd_kafka_produceva(producer_, fields, count));
+    if (!error) return Produced::kQueued;
+    auto err = rd_kafka_error_code(error.get());
+    // A full local queue is backpressure, not an error: wait for delivery reports to drain it.
+    if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL && wait_for_queue_space()) continue;
+
+    // Not queued: librdkafka kept neither the message nor the headers.
+    pending.outstanding.fetch_sub(1);
+    in_flight_.fetch_sub(1);
+    if (headers != nullptr) rd_kafka_headers_destroy(headers);
+    if (is_message_error(err)) {
+      metrics_.count_error();
+      pending.reject(index, describe_failure(topic.name, change, value == nullptr, err,
+                                             fmt::format("{} bytes", key.size() + value->size())));
+      return Produced::kRejected;
+    }
+    if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+      pending.fail(
+          fmt::format("kafka sink '{}' stopped while waiting for queue space for the "
+                      "change at lsn {}",
+                      context_.name, change.lsn));
+    } else {
+      metrics_.count_error();
+      std::string detail = note_fatal(producer_) ? fatal_error_text() : "";
+      pending.fail(describe_failure(topic.name, change, value == nullptr, err, detail));
+    }
+    return Produced::kFailed;
+  }
+}
+
+rd_kafka_headers_t* KafkaSink::make_headers(const Change& change, const std::string& source) const {
+  rd_kafka_headers_t* headers = rd_kafka_headers_new(4);
+  char lsn[24];
+  auto lsn_end = std::to_chars(lsn, lsn + sizeof lsn, change.lsn).ptr;
+  auto operation = to_string(change.operation);
+  rd_kafka_header_add(headers, "cdcd-lsn", -1, lsn, lsn_end - lsn);
+  rd_kafka_header_add(headers, "cdcd-operation", -1, operation.data(), operation.size());
+  rd_kafka_header_add(headers, "cdcd-entity", -1, change.entity.data(), change.entity.size());
+  rd_kafka_header_add(headers, "cdcd-source", -1, source.data(), source.size());
+  return headers;
+}
+
+bool KafkaSink::wait_for_queue_space() {
+  std::unique_lock lock(space_mutex_);
+  ++space_waiters_;
+  // Timed: a report racing with this wait must not leave the writer asleep for long.
+  space_cv_.wait_for(lock, 20ms, [this] { return stopping_.load(); });
+  --space_waiters_;
+  return !stopping_;
+}
+
+Status KafkaSink::flush(Deadline deadline) {
+  if (wait_until_idle(deadline)) return ok();
+  std::size_t pending;
+  {
+    std::lock_guard lock(live_mutex_);
+    pending = live_.size();
+  }
+  return fail_retryable(fmt::format("kafka sink '{}': {} batches still await delivery reports{}",
+                                    context_.name, pending, last_error_text()));
+}
+
+bool KafkaSink::wait_until_idle(Deadline deadline) {
+  std::unique_lock lock(live_mutex_);
+  return idle_cv_.wait_until(lock, deadline, [this] { return live_.empty(); });
+}
+
+// ---- delivery reports -------------------------------------------------------------------------
+
+void KafkaSink::on_delivery(rd_kafka_t* rk, const rd_kafka_message_t* message, void* opaque) {
+  static_cast<KafkaSink*>(opaque)->deliver(rk, *message);
+}
+
+void KafkaSink::deliver(rd_kafka_t* rk, const rd_kafka_message_t& message) {
+  auto* ref = static_cast<MessageRef*>(message._private);
+  auto* topic = static_cast<TopicHandle*>(rd_kafka_topic_opaque(message.rkt));
+  PendingBatch& pending = *ref->batch;
+  in_flight_.fetch_sub(1);
+  if (message.err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    topic->counters.messages->Increment();
+    topic->counters.bytes->Increment(static_cast<double>(message.len + message.key_len));
+    if (auto latency_us = rd_kafka_message_latency(&message); latency_us >= 0) {
+      metrics_.observe_delivery_latency(static_cast<double>(latency_us) / 1e6);
+    }
+    brokers_down_ = false;
+  } else {
+    metrics_.count_error();
+    const Change& change = pending.batch->changes[ref->index];
+    // The fatal error's own report may come after this one: ask librdkafka directly.
+    std::string detail = note_fatal(rk) ? fatal_error_text() : "";
+    auto text = describe_failure(topic->name, change, ref->tombstone, message.err, detail);
+    if (is_message_error(message.err)) {
+      pending.reject(ref->index, std::move(text));
+    } else {
+      pending.fail(std::move(text));
+    }
+  }
+  release(pending);
+  if (space_waiters_ > 0) space_cv_.notify_all();
+}
+
+void KafkaSink::release(PendingBatch& pending) {
+  if (pending.outstanding.fetch_sub(1) == 1) complete(&pending);
+}
+
+void KafkaSink::complete(PendingBatch* pending) {
+  DeliveryReport report;
+  {
+    std::lock_guard lock(pending->mutex);
+    report.failure = std::move(pending->failure);
+    if (!report.failure) report.rejected = std::move(pending->rejected);
+  }
+  std::sort(report.rejected.begin(), report.rejected.end(),
+            [](const RejectedChange& a, const RejectedChange& b) { return a.index < b.index; });
+  if (report.failure && !stopping_) {
+    failed_ = true;
+    log_->error("{}", report.failure->message);
+  }
+  AckFn ack = std::move(pending->ack);
+  ack(std::move(report));
+  {
+    std::lock_guard lock(live_mutex_);
+    live_.erase(pending);
+  }
+  idle_cv_.notify_all();
+  delete pending;
+}
+
+// ---- librdkafka's other callbacks -------------------------------------------------------------
+
+void KafkaSink::on_error(rd_kafka_t* rk, int err, const char* reason, void* opaque) {
+  static_cast<KafkaSink*>(opaque)->handle_error(rk, static_cast<rd_kafka_resp_err_t>(err), reason);
+}
+
+void KafkaSink::handle_error(rd_kafka_t* rk, rd_kafka_resp_err_t err, const char* reason) {
+  metrics_.count_error();
+  if (err == RD_KAFKA_RESP_ERR__FATAL) {
+    note_fatal(rk);
+    log_->critical("{}", fatal_error_text());
+    return;
+  }
+  if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) brokers_down_ = true;
+  {
+    std::lock_guard lock(error_mutex_);
+    last_error_ = reason;
+    last_error_code_ = err;
+  }
+  log_->warn("kafka sink '{}': {} ({})", context_.name, reason, rd_kafka_err2name(err));
+}
+
+int KafkaSink::on_statistics(rd_kafka_t*, char* json, size_t length, void* opaque) {
+  auto* self = static_cast<KafkaSink*>(opaque);
+  if (self->metrics_.on_statistics(std::string_view(json, length))) self->brokers_down_ = false;
+  return 0;  // librdkafka frees the JSON
+}
+
+void KafkaSink::on_log(const rd_kafka_t* rk, int level, const char* facility, const char* text) {
+  auto* self = static_cast<KafkaSink*>(rd_kafka_opaque(rk));
+  // syslog levels: 0-2 critical, 3 error, 4 warning, 5-6 info, 7 debug.
+  auto spd_level = level <= 2   ? spdlog::level::critical
+                   : level == 3 ? spdlog::level::err
+                   : level == 4 ? spdlog::level::warn
+                   : level <= 6 ? spdlog::level::info
+                                : spdlog::level::debug;
+  self->log_->log(spd_level, "kafka sink '{}': librdkafka {}: {}", self->context_.name, facility,
+                  text);
+}
+
+// ---- shutdown ---------------------------------------------------------------------------------
+
+void KafkaSink::poll_loop() {
+  while (!poller_stop_) {
+    rd_kafka_poll(producer_, 50);
+    metrics_.set_in_flight(in_flight_.load());
+  }
+}
+
+bool KafkaSink::healthy() const { return !failed_ && !fatal_ && !brokers_down_; }
+
+void KafkaSink::stop() {
+  std::call_once(stop_once_, [this] { shutdown(); });
+}
+
+void KafkaSink::shutdown() {
+  stopping_ = true;
+  space_cv_.notify_all();
+  std::unique_lock lock(producer_mutex_);  // waits for writers to leave
+  if (producer_ != nullptr) {
+    // Whatever is still queued fails its batch now, so the pipeline checkpoints none of it.
+    rd_kafka_purge(producer_, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    wait_until_idle(std::chrono::steady_clock::now() + kPurgeGrace);
+    poller_stop_ = true;
+    poller_.join();
+    for (auto& [name, topic] : topics_) rd_kafka_topic_destroy(topic->rkt);
+    topics_.clear();
+    rd_kafka_destroy(producer_);
+    producer_ = nullptr;
+  }
+  // Reports that will never come now: fail those batches so that every ack fires once.
+  std::vector<PendingBatch*> orphans;
+  {
+    std::lock_guard live_lock(live_mutex_);
+    orphans.assign(live_.begin(), live_.end());
+  }
+  for (auto* pending : orphans) {
+    pending->fail(
+        fmt::format("kafka sink '{}' stopped before Kafka confirmed delivery", context_.name));
+    complete(pending);
+  }
+}
+
+// ---- error texts ------------------------------------------------------------------------------
+
+std::string KafkaSink::describe_failure(const std::string& topic, const Change& change,
+                                        bool tombstone, rd_kafka_resp_err_t err,
+                                        const std::string& detail) const {
+  return fmt::format(
+      "kafka sink '{}': topic '{}': {} the change at lsn {} ({}, seq {}) failed: "
+      "{} ({}){}{}",
+      context_.name, topic, tombstone ? "the tombstone after" : "delivery of", change.lsn,
+      change.entity, change.seq, rd_kafka_err2str(err), rd_kafka_err2name(err),
+      detail.empty() ? "" : "; ", detail);
+}
+
+bool KafkaSink::note_fatal(rd_kafka_t* rk) {
+  char detail[512];
+  auto code = rd_kafka_fatal_error(rk, detail, sizeof detail);
+  if (code == RD_KAFKA_RESP_ERR_NO_ERROR) return false;
+  {
+    std::lock_guard lock(error_mutex_);
+    fatal_error_ = fmt::format("kafka sink '{}': fatal producer error {}: {}", context_.name,
+                               rd_kafka_err2name(code), detail);
+  }
+  fatal_ = true;
+  return true;
+}
+
+std::string KafkaSink::fatal_error_text() const {
+  std::lock_guard lock(error_mutex_);
+  return fatal_error_.empty() ? fmt::format("kafka sink '{}': fatal producer error", context_.name)
+                              : fatal_error_;
+}
+
+std::string KafkaSink::last_error_text() const {
+  std::lock_guard lock(error_mutex_);
+  return last_error_.empty() ? "" : " (last error: " + last_error_ + ")";
+}
+
+}  // namespace cdcd::kafka
+
+namespace cdcd {
+
+void register_sink_kafka(PluginRegistry& registry) {
+  registry.add_sink("kafka", [](config::Node& options, const SinkContext& context) {
+    auto config = kafka::parse_kafka_sink_config(options);
+    if (!config) return std::unique_ptr<Sink>();
+    return std::unique_ptr<Sink>(std::make_unique<kafka::KafkaSink>(std::move(*config), context));
+  });
+}
+
+}  // namespace cdcd

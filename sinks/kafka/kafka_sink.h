@@ -1,0 +1,133 @@
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+
+#include <librdkafka/rdkafka.h>
+
+#include "daemon/plugin/registry.h"
+#include "daemon/plugin/sink.h"
+#include "sinks/kafka/kafka_metrics.h"
+#include "sinks/kafka/kafka_sink_config.h"
+
+namespace cdcd {
+
+// Registers `type: kafka`.
+void register_sink_kafka(PluginRegistry& registry);
+
+namespace kafka {
+
+// Writes changes to Kafka with librdkafka's idempotent producer (see docs/sinks/kafka.md).
+//
+// Threads: write() runs on the consumers' threads; a poller thread owned by the sink serves
+// librdkafka's callbacks (delivery reports, errors, statistics), so acknowledgements fire on it.
+// A batch is acknowledged when the last of its messages (tombstones included) has its delivery
+// report: each message's opaque points at its batch's outstanding count.
+class KafkaSink final : public Sink {
+ public:
+  KafkaSink(KafkaSinkConfig config, SinkContext context);
+  ~KafkaSink() override;
+  KafkaSink(const KafkaSink&) = delete;
+  KafkaSink& operator=(const KafkaSink&) = delete;
+
+  Status start() override;
+  void write(BatchPtr batch, AckFn ack) override;
+  Status flush(Deadline deadline) override;
+  void stop() override;
+  bool healthy() const override;
+
+ private:
+  struct PendingBatch;
+  // Per-message opaque: which change of which batch a delivery report is about.
+  struct MessageRef {
+    PendingBatch* batch;
+    std::uint32_t index;
+    bool tombstone;
+  };
+  // A topic the producer writes to; its address is the rd_kafka_topic_t's opaque.
+  struct TopicHandle {
+    std::string name;
+    rd_kafka_topic_t* rkt = nullptr;
+    KafkaMetrics::TopicCounters counters;
+  };
+  enum class Produced { kQueued, kRejected, kFailed };
+
+  static void on_delivery(rd_kafka_t* rk, const rd_kafka_message_t* message, void* opaque);
+  static void on_error(rd_kafka_t* rk, int err, const char* reason, void* opaque);
+  static int on_statistics(rd_kafka_t* rk, char* json, size_t length, void* opaque);
+  static void on_log(const rd_kafka_t* rk, int level, const char* facility, const char* text);
+
+  Status create_producer();
+  Status check_cluster();
+  Result<TopicHandle*> topic_handle(const std::string& topic);
+  Status create_topic(const std::string& topic);
+
+  void produce_batch(PendingBatch& pending);
+  Produced produce(PendingBatch& pending, TopicHandle& topic, std::uint32_t index,
+                   const std::string& key, const std::string* value);
+  rd_kafka_headers_t* make_headers(const Change& change, const std::string& source) const;
+  bool wait_for_queue_space();
+
+  void deliver(rd_kafka_t* rk, const rd_kafka_message_t& message);
+  void handle_error(rd_kafka_t* rk, rd_kafka_resp_err_t err, const char* reason);
+  // Drops one reference to `pending`; the last one acknowledges it.
+  void release(PendingBatch& pending);
+  void complete(PendingBatch* pending);
+  bool wait_until_idle(Deadline deadline);
+  void poll_loop();
+  void shutdown();
+
+  std::string describe_failure(const std::string& topic, const Change& change, bool tombstone,
+                               rd_kafka_resp_err_t err, const std::string& detail) const;
+  // Records librdkafka's fatal error, if it has raised one; returns whether it has.
+  bool note_fatal(rd_kafka_t* rk);
+  std::string fatal_error_text() const;
+  std::string last_error_text() const;
+
+  const KafkaSinkConfig config_;
+  const SinkContext context_;
+  std::shared_ptr<spdlog::logger> log_;
+  KafkaMetrics metrics_;
+
+  // Held shared by write() while it uses the producer, exclusively by start() and stop().
+  mutable std::shared_mutex producer_mutex_;
+  rd_kafka_t* producer_ = nullptr;
+  std::thread poller_;
+  std::atomic<bool> poller_stop_{false};
+  std::atomic<bool> stopping_{false};
+  std::once_flag stop_once_;
+
+  std::mutex topics_mutex_;
+  std::unordered_map<std::string, std::unique_ptr<TopicHandle>> topics_;
+
+  // Batches not yet acknowledged; flush() waits for this to empty.
+  std::mutex live_mutex_;
+  std::condition_variable idle_cv_;
+  std::unordered_set<PendingBatch*> live_;
+
+  // write() waits here while the producer's queue is full; delivery reports wake it.
+  std::mutex space_mutex_;
+  std::condition_variable space_cv_;
+  std::atomic<int> space_waiters_{0};
+
+  std::atomic<std::int64_t> in_flight_{0};
+  std::atomic<bool> failed_{false};
+  std::atomic<bool> fatal_{false};
+  std::atomic<bool> brokers_down_{false};
+  mutable std::mutex error_mutex_;
+  std::string fatal_error_;
+  std::string last_error_;
+  rd_kafka_resp_err_t last_error_code_ = RD_KAFKA_RESP_ERR_NO_ERROR;
+};
+
+}  // namespace kafka
+}  // namespace cdcd

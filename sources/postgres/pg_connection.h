@@ -1,0 +1,83 @@
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <libpq-fe.h>
+
+#include "daemon/core/result.h"
+
+namespace cdcd::postgres {
+
+struct PgResultDeleter {
+  void operator()(PGresult* result) const { PQclear(result); }
+};
+using PgResult = std::unique_ptr<PGresult, PgResultDeleter>;
+
+// Connection keywords that override (or add to) what the user's DSN says.
+using ConnectionOverrides = std::vector<std::pair<std::string, std::string>>;
+
+// Where a DSN points, for logs and errors: "host=H port=P dbname=D". Never includes the password.
+std::string describe_dsn(const std::string& dsn);
+
+// Checks that a DSN parses (libpq conninfo or URI), without connecting.
+std::optional<std::string> dsn_syntax_error(const std::string& dsn);
+
+// Session settings that make the server's text output of values predictable (ISO 8601 dates,
+// UTC, ISO intervals, hex bytea), appended to the DSN's own `options`.
+ConnectionOverrides value_format_overrides(const std::string& dsn);
+
+// One libpq connection, owned. Blocking calls; errors come back as values whose `retryable`
+// flag says whether trying again later may help (lost connection) or not (bad SQL, privileges).
+class PgConnection {
+ public:
+  PgConnection() = default;
+  ~PgConnection();
+  PgConnection(PgConnection&& other) noexcept : conn_(std::exchange(other.conn_, nullptr)) {}
+  PgConnection& operator=(PgConnection&& other) noexcept;
+  PgConnection(const PgConnection&) = delete;
+  PgConnection& operator=(const PgConnection&) = delete;
+
+  static Result<PgConnection> connect(const std::string& dsn,
+                                      const ConnectionOverrides& overrides = {});
+
+  PGconn* get() const { return conn_; }
+  bool ok() const { return conn_ != nullptr && PQstatus(conn_) == CONNECTION_OK; }
+  void close();
+
+  // Runs one statement (or a simple-protocol list of them); the last result must be a command
+  // completion or rows.
+  Result<PgResult> exec(const std::string& sql);
+  // Runs one statement with text parameters ($1, $2, ...; nullopt is NULL).
+  Result<PgResult> exec_params(const std::string& sql,
+                               const std::vector<std::optional<std::string>>& params);
+
+  std::string quote_identifier(std::string_view name) const;
+  std::string quote_literal(std::string_view value) const;
+  // "host=H port=P dbname=D" of this connection.
+  std::string describe() const;
+
+ private:
+  explicit PgConnection(PGconn* conn) : conn_(conn) {}
+  PGconn* conn_ = nullptr;
+};
+
+// The error of a failed statement: "what: SQLSTATE message". Retryable when the connection was
+// lost or the server is shutting down or overloaded.
+Error statement_error(PGconn* conn, const PGresult* result, std::string_view what);
+
+// The SQLSTATE of a result, or "" when there is none (connection lost).
+std::string sqlstate(const PGresult* result);
+
+// The first column of the first row as text, or nullopt when NULL or absent.
+std::optional<std::string> first_value(const PGresult* result);
+
+// "16/B374D848" → 0x16B374D848; nullopt when malformed.
+std::optional<std::uint64_t> parse_lsn(std::string_view text);
+std::string format_lsn(std::uint64_t lsn);
+
+}  // namespace cdcd::postgres

@@ -1,0 +1,292 @@
+#include "sources/postgres/value_json.h"
+
+#include <strings.h>
+
+namespace cdcd::postgres {
+
+namespace {
+
+constexpr char kHexDigits[] = "0123456789abcdef";
+
+bool is_digit(char c) { return c >= '0' && c <= '9'; }
+bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+void append_float(std::string& out, std::string_view text) {
+  if (text == "NaN" || text == "Infinity" || text == "-Infinity") {
+    append_json_string(out, text);
+  } else {
+    out += text;
+  }
+}
+
+// bytea's hex output "\x0a1b..." as base64; any other form is kept as a string.
+void append_bytea(std::string& out, std::string_view text) {
+  if (text.size() < 2 || text[0] != '\\' || text[1] != 'x' || text.size() % 2 != 0) {
+    append_json_string(out, text);
+    return;
+  }
+  std::string bytes;
+  bytes.reserve((text.size() - 2) / 2);
+  for (std::size_t i = 2; i < text.size(); i += 2) {
+    int high = hex_value(text[i]);
+    int low = hex_value(text[i + 1]);
+    if (high < 0 || low < 0) {
+      append_json_string(out, text);
+      return;
+    }
+    bytes.push_back(static_cast<char>(high * 16 + low));
+  }
+  out += '"';
+  append_base64(out, bytes);
+  out += '"';
+}
+
+// "2024-01-02 03:04:05" → "2024-01-02T03:04:05"; dates, infinity and BC values are unchanged.
+void append_date_time(std::string& out, std::string_view text, bool with_zone) {
+  std::size_t start = out.size();
+  out += '"';
+  out += text;
+  out += '"';
+  if (text.size() >= 3 && text.substr(text.size() - 3) == " BC") return;
+  char* value = out.data() + start + 1;
+  if (text.size() > 11 && text[10] == ' ' && is_digit(text[9]) && is_digit(text[11])) {
+    value[10] = 'T';
+  }
+  if (!with_zone) return;
+  // A bare "+hh" offset becomes "+hh:00" (RFC 3339 wants minutes).
+  std::size_t sign = text.find_last_of("+-");
+  if (sign == std::string_view::npos || sign < 8 || text.find(':') > sign) return;
+  if (text.size() - sign == 3 && is_digit(text[sign + 1]) && is_digit(text[sign + 2])) {
+    out.insert(out.size() - 1, ":00");
+  }
+}
+
+// Parses PostgreSQL's array literal ("{1,2,NULL}", "{{1,2},{3,4}}", "[0:1]={a,b}").
+class ArrayParser {
+ public:
+  ArrayParser(std::string_view text, const TypeInfo& element, char delimiter)
+      : text_(text), element_(element), delimiter_(delimiter) {}
+
+  bool parse(std::string& out) {
+    if (!text_.empty() && text_[0] == '[') {
+      auto equals = text_.find('=');
+      if (equals == std::string_view::npos) return false;
+      pos_ = equals + 1;
+    }
+    if (!parse_level(out)) return false;
+    skip_space();
+    return pos_ == text_.size();
+  }
+
+ private:
+  bool parse_level(std::string& out) {
+    if (!consume('{')) return false;
+    out += '[';
+    skip_space();
+    if (consume('}')) {
+      out += ']';
+      return true;
+    }
+    bool first = true;
+    while (true) {
+      if (!first) out += ',';
+      first = false;
+      skip_space();
+      if (pos_ >= text_.size()) return false;
+      char c = text_[pos_];
+      if (c == '{') {
+        if (!parse_level(out)) return false;
+      } else if (c == '"') {
+        if (!parse_quoted(out)) return false;
+      } else {
+        parse_unquoted(out);
+      }
+      skip_space();
+      if (consume(delimiter_)) continue;
+      if (consume('}')) break;
+      return false;
+    }
+    out += ']';
+    return true;
+  }
+
+  bool parse_quoted(std::string& out) {
+    ++pos_;
+    element_text_.clear();
+    while (pos_ < text_.size() && text_[pos_] != '"') {
+      if (text_[pos_] == '\\') ++pos_;
+      if (pos_ >= text_.size()) return false;
+      element_text_ += text_[pos_++];
+    }
+    if (!consume('"')) return false;
+    append_json_value(out, element_, element_text_);
+    return true;
+  }
+
+  void parse_unquoted(std::string& out) {
+    std::size_t start = pos_;
+    while (pos_ < text_.size() && text_[pos_] != delimiter_ && text_[pos_] != '}') ++pos_;
+    std::string_view token = text_.substr(start, pos_ - start);
+    while (!token.empty() && is_space(token.back())) token.remove_suffix(1);
+    if (token.size() == 4 && strncasecmp(token.data(), "NULL", 4) == 0) {
+      out += "null";
+    } else {
+      append_json_value(out, element_, token);
+    }
+  }
+
+  bool consume(char c) {
+    if (pos_ < text_.size() && text_[pos_] == c) {
+      ++pos_;
+      return true;
+    }
+    return false;
+  }
+  void skip_space() {
+    while (pos_ < text_.size() && is_space(text_[pos_])) ++pos_;
+  }
+
+  std::string_view text_;
+  const TypeInfo& element_;
+  char delimiter_;
+  std::size_t pos_ = 0;
+  std::string element_text_;
+};
+
+void append_array(std::string& out, const TypeInfo& type, std::string_view text) {
+  static const TypeInfo kText{};
+  std::string json;
+  ArrayParser parser(text, type.element ? *type.element : kText, type.delimiter);
+  if (parser.parse(json)) {
+    out += json;
+  } else {
+    append_json_string(out, text);
+  }
+}
+
+}  // namespace
+
+void append_json_string(std::string& out, std::string_view text) {
+  out += '"';
+  std::size_t run = 0;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    auto c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    out.append(text.data() + run, i - run);
+    run = i + 1;
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
+      default:
+        out += "\\u00";
+        out += kHexDigits[c >> 4];
+        out += kHexDigits[c & 0xf];
+    }
+  }
+  out.append(text.data() + run, text.size() - run);
+  out += '"';
+}
+
+void append_json_value(std::string& out, const TypeInfo& type, std::string_view text) {
+  switch (type.kind) {
+    case ValueKind::kBool:
+      out += (!text.empty() && text[0] == 't') ? "true" : "false";
+      return;
+    case ValueKind::kInteger:
+      out += text;
+      return;
+    case ValueKind::kFloat:
+      append_float(out, text);
+      return;
+    case ValueKind::kString:
+      append_json_string(out, text);
+      return;
+    case ValueKind::kJson:
+      append_compact_json(out, text);
+      return;
+    case ValueKind::kBytea:
+      append_bytea(out, text);
+      return;
+    case ValueKind::kDateTime:
+      append_date_time(out, text, false);
+      return;
+    case ValueKind::kDateTimeTz:
+      append_date_time(out, text, true);
+      return;
+    case ValueKind::kArray:
+      append_array(out, type, text);
+      return;
+  }
+}
+
+void append_compact_json(std::string& out, std::string_view json) {
+  out.reserve(out.size() + json.size());
+  bool in_string = false;
+  bool escaped = false;
+  for (char c : json) {
+    if (in_string) {
+      out += c;
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (!is_space(c)) {
+      out += c;
+      if (c == '"') in_string = true;
+    }
+  }
+}
+
+void append_base64(std::string& out, std::string_view bytes) {
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::size_t i = 0;
+  for (; i + 3 <= bytes.size(); i += 3) {
+    std::uint32_t n = (static_cast<unsigned char>(bytes[i]) << 16) |
+                      (static_cast<unsigned char>(bytes[i + 1]) << 8) |
+                      static_cast<unsigned char>(bytes[i + 2]);
+    out += kAlphabet[(n >> 18) & 63];
+    out += kAlphabet[(n >> 12) & 63];
+    out += kAlphabet[(n >> 6) & 63];
+    out += kAlphabet[n & 63];
+  }
+  std::size_t rest = bytes.size() - i;
+  if (rest == 0) return;
+  std::uint32_t n = static_cast<unsigned char>(bytes[i]) << 16;
+  if (rest == 2) n |= static_cast<unsigned char>(bytes[i + 1]) << 8;
+  out += kAlphabet[(n >> 18) & 63];
+  out += kAlphabet[(n >> 12) & 63];
+  out += rest == 2 ? kAlphabet[(n >> 6) & 63] : '=';
+  out += '=';
+}
+
+}  // namespace cdcd::postgres

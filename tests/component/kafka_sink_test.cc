@@ -1,0 +1,552 @@
+// The Kafka sink against librdkafka's mock cluster, hosted in its own process (three brokers).
+// Everything written is read back with python3-confluent-kafka, never with cdcd's code.
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <prometheus/text_serializer.h>
+#include <spdlog/spdlog.h>
+#include <yaml-cpp/yaml.h>
+#include <nlohmann/json.hpp>
+
+#include "daemon/config/node.h"
+#include "daemon/metrics/metrics.h"
+#include "daemon/plugin/registry.h"
+#include "daemon/plugin/sink.h"
+#include "tests/support/kafka_cluster.h"
+#include "tests/support/test_util.h"
+
+namespace cdcd {
+void register_sink_kafka(PluginRegistry& registry);
+}
+
+namespace cdcd::test {
+namespace {
+
+using namespace std::chrono_literals;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+Change make_change(std::uint64_t lsn, const std::string& entity, const std::string& key,
+                   Operation operation = Operation::kInsert, std::string new_row = "") {
+  Change change;
+  change.lsn = lsn;
+  change.timestamp_us = 1763719200123456 + static_cast<std::int64_t>(lsn);
+  change.entity = entity;
+  change.key = key;
+  change.operation = operation;
+  if (operation == Operation::kDelete) {
+    change.old_row = key;
+  } else {
+    change.new_row = new_row.empty() ? key : std::move(new_row);
+  }
+  return change;
+}
+
+BatchPtr make_batch(std::vector<Change> changes, std::uint64_t id = 1,
+                    const std::string& source = "shop") {
+  auto batch = std::make_shared<Batch>();
+  batch->id = id;
+  batch->consumer = "c1";
+  batch->source_name = source;
+  batch->connector = "jsonl";
+  batch->changes = std::move(changes);
+  return batch;
+}
+
+std::string key_of(int id) { return "{\"id\":" + std::to_string(id) + "}"; }
+
+// Builds sinks through the plugin registry, exactly as the daemon does.
+class SinkBuilder {
+ public:
+  std::unique_ptr<Sink> build(const std::string& yaml) {
+    diagnostics_ = config::Diagnostics();
+    auto context = std::make_shared<config::ParseContext>();
+    context->file = "cdcd.yaml";
+    context->diagnostics = &diagnostics_;
+    context->env = [](const std::string&) { return std::optional<std::string>(); };
+    config::Node options(YAML::Load(yaml), "sinks.events", context);
+    options.mark_known({"type"});
+    PluginRegistry registry;
+    register_sink_kafka(registry);
+    SinkContext sink_context{"events", spdlog::default_logger(), metrics_.registry(),
+                             metrics_.sink("events")};
+    return (*registry.sink("kafka"))(options, sink_context);
+  }
+  const config::Diagnostics& diagnostics() const { return diagnostics_; }
+  Metrics& metrics() { return metrics_; }
+
+ private:
+  config::Diagnostics diagnostics_;
+  Metrics metrics_;
+};
+
+// Writes one batch and waits for its acknowledgement; a second ack would throw on the promise.
+DeliveryReport write_and_wait(Sink& sink, BatchPtr batch, std::chrono::seconds timeout = 60s) {
+  auto promise = std::make_shared<std::promise<DeliveryReport>>();
+  auto future = promise->get_future();
+  sink.write(std::move(batch),
+             [promise](DeliveryReport report) { promise->set_value(std::move(report)); });
+  if (future.wait_for(timeout) != std::future_status::ready) {
+    ADD_FAILURE() << "no acknowledgement within " << timeout.count() << "s";
+    return DeliveryReport{Error{"timed out waiting for the ack", false}, {}};
+  }
+  return future.get();
+}
+
+std::string failure_of(const DeliveryReport& report) {
+  return report.failure ? report.failure->message : "";
+}
+
+std::string scrape(Metrics& metrics) {
+  return prometheus::TextSerializer().Serialize(metrics.registry()->Collect());
+}
+
+// ---- configuration (no cluster) ---------------------------------------------------------------
+
+TEST(KafkaSinkConfigTest, RefusesPropertiesThatBreakTheGuarantees) {
+  SinkBuilder builder;
+  auto sink = builder.build(R"(
+brokers: 127.0.0.1:9092
+topic: "cdc.{source}.{nope}"
+key: "{key.id}-{whatever}"
+properties:
+  enable.idempotence: "false"
+  acks: "1"
+  max.in.flight.requests.per.connection: "10"
+  partitioner: random
+  transactional.id: tx
+  bootstrap.servers: other:9092
+  no.such.property: x
+  compression.type: zstd
+create_topics: {partitions: 0}
+frmat: native
+)");
+  EXPECT_EQ(sink, nullptr);
+  auto text = builder.diagnostics().to_string();
+  EXPECT_THAT(text,
+              HasSubstr("cdcd.yaml:3:8: error: sinks.events.topic: unknown placeholder {nope}"));
+  EXPECT_THAT(text, HasSubstr("sinks.events.key: unknown placeholder {whatever}"));
+  EXPECT_THAT(text, HasSubstr("cdcd.yaml:6:23: error: sinks.events.properties.enable.idempotence: "
+                              "enable.idempotence must stay true"));
+  EXPECT_THAT(text, HasSubstr("properties.acks: acks must stay \"all\""));
+  EXPECT_THAT(text, HasSubstr("max.in.flight.requests.per.connection must be between 1 and 5"));
+  EXPECT_THAT(text, HasSubstr("partitioner must be murmur2_random"));
+  EXPECT_THAT(text, HasSubstr("transactional.id is not supported"));
+  EXPECT_THAT(text, HasSubstr("bootstrap.servers is set by the sink's `brokers` option"));
+  EXPECT_THAT(text, HasSubstr("properties.no.such.property: librdkafka: No such configuration "
+                              "property: \"no.such.property\""));
+  EXPECT_THAT(text, HasSubstr("create_topics.partitions: expected"));
+  EXPECT_THAT(text, HasSubstr("missing required key \"replication_factor\""));
+  EXPECT_THAT(text, HasSubstr("sinks.events.frmat"));
+  EXPECT_THAT(text, Not(HasSubstr("compression.type")));
+}
+
+TEST(KafkaSinkConfigTest, AcceptsAValidConfigWithoutConnecting) {
+  SinkBuilder builder;
+  // Nothing listens on port 1: a factory must not do I/O.
+  auto sink = builder.build(R"(
+brokers: 127.0.0.1:1
+topic: "cdc.{source}.{schema}.{table}.{operation}"
+key: "{entity}:{key.id}"
+format: native
+tombstones: false
+headers: false
+properties: {acks: "-1", partitioner: murmur2, linger.ms: "20", compression.type: lz4}
+create_topics: {partitions: 6, replication_factor: 3}
+)");
+  EXPECT_NE(sink, nullptr) << builder.diagnostics().to_string();
+}
+
+TEST(KafkaSinkConfigTest, RequiresBrokers) {
+  SinkBuilder builder;
+  EXPECT_EQ(builder.build("topic: t\n"), nullptr);
+  EXPECT_THAT(builder.diagnostics().to_string(), HasSubstr("missing required key \"brokers\""));
+}
+
+// ---- against the mock cluster -----------------------------------------------------------------
+
+class KafkaSinkTest : public ::testing::Test {
+ protected:
+  void SetUp() override { cluster_ = std::make_unique<KafkaMockCluster>(dir_.path()); }
+
+  // A started sink; `extra` adds YAML lines to the sink's options.
+  std::unique_ptr<Sink> start_sink(const std::string& extra = "",
+                                   const std::string& properties = "") {
+    auto sink = builder_.build("brokers: \"" + cluster_->bootstrap() + "\"\n" + extra +
+                               "\nproperties:\n  statistics.interval.ms: \"200\"\n" + properties);
+    if (sink == nullptr) {
+      ADD_FAILURE() << builder_.diagnostics().to_string();
+      return nullptr;
+    }
+    auto started = sink->start();
+    EXPECT_TRUE(started) << (started ? "" : started.error().message);
+    return sink;
+  }
+
+  TempDir dir_;
+  std::unique_ptr<KafkaMockCluster> cluster_;
+  SinkBuilder builder_;
+};
+
+TEST_F(KafkaSinkTest, RoutesTopicsKeysHeadersAndTombstones) {
+  auto sink = start_sink("topic: \"cdc.{source}.{schema}.{table}\"\nformat: debezium");
+  ASSERT_NE(sink, nullptr);
+  auto report = write_and_wait(
+      *sink, make_batch({make_change(10, "public.orders", key_of(1)),
+                         make_change(11, "public.orders", key_of(1), Operation::kUpdate,
+                                     R"({"id":1,"status":"shipped"})"),
+                         make_change(12, "inventory.items", key_of(2)),
+                         make_change(13, "public.orders", key_of(1), Operation::kDelete),
+                         make_change(14, "noschema", R"({"sku":"a-1"})")}));
+  ASSERT_FALSE(report.failure) << failure_of(report);
+  EXPECT_TRUE(report.rejected.empty());
+  ASSERT_TRUE(sink->flush(std::chrono::steady_clock::now() + 10s));
+
+  auto topics = cluster_->topics();
+  EXPECT_TRUE(topics.contains("cdc.shop.public.orders"));
+  EXPECT_TRUE(topics.contains("cdc.shop.inventory.items"));
+  EXPECT_TRUE(topics.contains("cdc.shop..noschema"));  // no '.': empty schema, table = entity
+  auto orders = cluster_->read_all({"cdc.shop.public.orders"});
+  ASSERT_EQ(orders.size(), 4u);  // insert, update, delete, tombstone
+  std::vector<std::string> operations;
+  for (const auto& record : orders) {
+    EXPECT_EQ(record.key, key_of(1));
+    EXPECT_EQ(record.partition, orders[0].partition) << "one key, one partition";
+    EXPECT_EQ(record.partition, record.murmur2_partition) << "Java's murmur2 partitioner";
+    EXPECT_EQ(record.header("cdcd-entity"), "public.orders");
+    EXPECT_EQ(record.header("cdcd-source"), "shop");
+    operations.push_back(record.header("cdcd-operation").value_or("?"));
+  }
+  EXPECT_EQ(operations, (std::vector<std::string>{"insert", "update", "delete", "delete"}));
+  EXPECT_EQ(orders[0].header("cdcd-lsn"), "10");
+  EXPECT_EQ(orders[3].header("cdcd-lsn"), "13");
+  auto update = nlohmann::json::parse(orders[1].value.value());
+  EXPECT_EQ(update["op"], "u");
+  EXPECT_EQ(update["after"]["status"], "shipped");
+  auto deleted = nlohmann::json::parse(orders[2].value.value());
+  EXPECT_EQ(deleted["op"], "d");
+  EXPECT_EQ(orders[3].value, std::nullopt) << "a tombstone follows the delete";
+  EXPECT_EQ(orders[3].offset, orders[2].offset + 1);
+
+  auto items = cluster_->read_all({"cdc.shop.inventory.items"});
+  ASSERT_EQ(items.size(), 1u);
+  EXPECT_EQ(items[0].key, key_of(2));
+  EXPECT_EQ(nlohmann::json::parse(items[0].value.value())["op"], "c");
+
+  auto metrics = scrape(builder_.metrics());
+  EXPECT_THAT(metrics, HasSubstr("cdcd_kafka_produced_messages_total{sink=\"events\",topic=\"cdc."
+                                 "shop.public.orders\"} 4"));
+  EXPECT_THAT(metrics, HasSubstr("cdcd_kafka_delivery_latency_seconds_count{sink=\"events\"} 6"));
+  EXPECT_THAT(metrics, HasSubstr("cdcd_kafka_in_flight_messages{sink=\"events\"}"));
+  // librdkafka's statistics (every 200 ms here): queue depth and broker round-trip times.
+  EXPECT_TRUE(wait_until(
+      [&] {
+        return scrape(builder_.metrics()).find("cdcd_kafka_broker_rtt_seconds{") !=
+               std::string::npos;
+      },
+      10s));
+  EXPECT_THAT(scrape(builder_.metrics()), HasSubstr("cdcd_kafka_producer_queue_messages{sink="
+                                                    "\"events\"} 0"));
+  EXPECT_TRUE(sink->healthy());
+  sink->stop();
+}
+
+TEST_F(KafkaSinkTest, KeyTemplateNativeFormatAndNoTombstonesOrHeaders) {
+  auto sink = start_sink(
+      "topic: \"t.{table}\"\nkey: \"{key.id}\"\nformat: native\n"
+      "tombstones: false\nheaders: false");
+  ASSERT_NE(sink, nullptr);
+  auto report = write_and_wait(
+      *sink, make_batch({make_change(20, "s.a", R"({"id":"seven"})"),
+                         make_change(21, "s.a", R"({"other":1})"),  // no id: rejected
+                         make_change(22, "s.a", R"({"id":{"x":1}})", Operation::kDelete)}));
+  ASSERT_FALSE(report.failure) << failure_of(report);
+  ASSERT_EQ(report.rejected.size(), 1u);
+  EXPECT_EQ(report.rejected[0].index, 1u);
+  EXPECT_THAT(report.rejected[0].reason, HasSubstr("lsn 21"));
+  EXPECT_THAT(report.rejected[0].reason, HasSubstr("has no field \"id\""));
+
+  auto records = cluster_->read_all({"t.a"});
+  ASSERT_EQ(records.size(), 2u) << "no tombstone after the delete";
+  std::map<std::string, KafkaRecord> by_key;
+  for (const auto& record : records) by_key[record.key.value_or("")] = record;
+  ASSERT_TRUE(by_key.contains("seven"));
+  ASSERT_TRUE(by_key.contains(R"({"x":1})"));
+  EXPECT_TRUE(by_key["seven"].headers.empty());
+  auto native = nlohmann::json::parse(by_key["seven"].value.value());
+  EXPECT_EQ(native["lsn"], 20);
+  EXPECT_EQ(native["entity"], "s.a");
+  EXPECT_EQ(nlohmann::json::parse(by_key[R"({"x":1})"].value.value())["operation"], "delete");
+  sink->stop();
+}
+
+TEST_F(KafkaSinkTest, InvalidTopicNameRejectsTheChange) {
+  auto sink = start_sink("topic: \"cdc.{entity}\"\nformat: native");
+  ASSERT_NE(sink, nullptr);
+  auto report = write_and_wait(*sink, make_batch({make_change(1, "ok.table", key_of(1)),
+                                                  make_change(2, "bad table!", key_of(2))}));
+  ASSERT_FALSE(report.failure) << failure_of(report);
+  ASSERT_EQ(report.rejected.size(), 1u);
+  EXPECT_EQ(report.rejected[0].index, 1u);
+  EXPECT_THAT(report.rejected[0].reason, HasSubstr("character outside [a-zA-Z0-9._-]"));
+  EXPECT_EQ(cluster_->message_count("cdc.ok.table"), 1);
+  sink->stop();
+}
+
+// Two consumers write concurrently while a broker goes down, produce requests fail with retriable
+// errors and a broker answers slowly: every change arrives exactly once, each key in lsn order.
+TEST_F(KafkaSinkTest, BrokerFailuresMidStreamLoseNothingAndKeepPerKeyOrder) {
+  cluster_->create_topic("orders", 6);
+  auto sink = start_sink("topic: orders\nformat: native");
+  ASSERT_NE(sink, nullptr);
+
+  constexpr int kWriters = 2, kBatches = 40, kBatchSize = 100, kKeysPerWriter = 20;
+  constexpr int kTotal = kWriters * kBatches * kBatchSize;
+  std::atomic<int> written{0}, acked{0};
+  std::mutex failures_mutex;
+  std::vector<std::string> failures;
+  std::map<std::string, std::vector<std::uint64_t>> expected;  // key → lsns in write order
+  for (int w = 0; w < kWriters; ++w) {
+    for (int b = 0; b < kBatches; ++b) {
+      for (int i = 0; i < kBatchSize; ++i) {
+        std::uint64_t lsn = 1 + static_cast<std::uint64_t>((b * kBatchSize + i) * kWriters + w);
+        expected[key_of(w * 1000 + i % kKeysPerWriter)].push_back(lsn);
+      }
+    }
+  }
+  auto writer = [&](int w) {
+    for (int b = 0; b < kBatches; ++b) {
+      std::vector<Change> changes;
+      for (int i = 0; i < kBatchSize; ++i) {
+        std::uint64_t lsn = 1 + static_cast<std::uint64_t>((b * kBatchSize + i) * kWriters + w);
+        changes.push_back(make_change(lsn, "public.orders", key_of(w * 1000 + i % kKeysPerWriter),
+                                      Operation::kUpdate));
+      }
+      sink->write(make_batch(std::move(changes), b + 1), [&](DeliveryReport report) {
+        if (report.failure || !report.rejected.empty()) {
+          std::lock_guard lock(failures_mutex);
+          failures.push_back(report.failure ? report.failure->message : "rejected");
+        }
+        acked += kBatchSize;
+      });
+      written += kBatchSize;
+      // Paced so that the faults below land mid-stream rather than after the last write.
+      std::this_thread::sleep_for(5ms);
+    }
+  };
+  std::vector<std::thread> writers;
+  for (int w = 0; w < kWriters; ++w) writers.emplace_back(writer, w);
+
+  ASSERT_TRUE(wait_until([&] { return acked >= kTotal / 5; }, 60s));
+  cluster_->broker_down(1);
+  cluster_->must("rtt 2 300");
+  ASSERT_TRUE(wait_until([&] { return written >= kTotal / 2; }, 60s));
+  cluster_->must(
+      "push_errors Produce NOT_LEADER_FOR_PARTITION REQUEST_TIMED_OUT NOT_ENOUGH_REPLICAS "
+      "NOT_ENOUGH_REPLICAS_AFTER_APPEND LEADER_NOT_AVAILABLE REQUEST_TIMED_OUT");
+  ASSERT_TRUE(wait_until([&] { return written >= kTotal * 3 / 4; }, 60s));
+  EXPECT_LT(acked.load(), kTotal) << "the outage must hold some messages back";
+  cluster_->broker_up(1);
+  cluster_->must("rtt 2 0");
+  for (auto& thread : writers) thread.join();
+  ASSERT_TRUE(sink->flush(std::chrono::steady_clock::now() + 90s));
+  EXPECT_EQ(acked.load(), kTotal);
+  EXPECT_TRUE(failures.empty()) << failures.front();
+
+  auto records = cluster_->read_all({"orders"});
+  std::map<std::string, std::vector<std::uint64_t>> actual;
+  std::map<std::string, std::set<int>> partitions;
+  for (const auto& record : records) {
+    auto key = record.key.value_or("");
+    actual[key].push_back(std::stoull(record.header("cdcd-lsn").value_or("0")));
+    partitions[key].insert(record.partition);
+    EXPECT_EQ(record.partition, record.murmur2_partition);
+  }
+  EXPECT_EQ(records.size(), static_cast<std::size_t>(kTotal)) << "the idempotent producer "
+                                                                 "neither loses nor duplicates";
+  for (const auto& [key, lsns] : expected) {
+    EXPECT_EQ(actual[key], lsns) << "key " << key;
+    EXPECT_EQ(partitions[key].size(), 1u) << "key " << key;
+  }
+  EXPECT_TRUE(sink->healthy());
+  sink->stop();
+}
+
+TEST_F(KafkaSinkTest, FullProducerQueueBlocksTheWriterAndLosesNothing) {
+  auto sink = start_sink("topic: small\nformat: native",
+                         "  queue.buffering.max.messages: \"10\"\n  linger.ms: \"1\"\n");
+  ASSERT_NE(sink, nullptr);
+  constexpr int kBatches = 20, kBatchSize = 100;
+  std::vector<std::future<DeliveryReport>> acks;
+  for (int b = 0; b < kBatches; ++b) {
+    std::vector<Change> changes;
+    for (int i = 0; i < kBatchSize; ++i) {
+      changes.push_back(
+          make_change(static_cast<std::uint64_t>(b * kBatchSize + i + 1), "s.t", key_of(i % 7)));
+    }
+    auto promise = std::make_shared<std::promise<DeliveryReport>>();
+    acks.push_back(promise->get_future());
+    // Each write of 100 changes can only return after most of them have been delivered.
+    sink->write(make_batch(std::move(changes), b + 1),
+                [promise](DeliveryReport report) { promise->set_value(std::move(report)); });
+  }
+  for (auto& ack : acks) {
+    ASSERT_EQ(ack.wait_for(60s), std::future_status::ready);
+    auto report = ack.get();
+    EXPECT_FALSE(report.failure) << failure_of(report);
+  }
+  auto records = cluster_->read_all({"small"});
+  std::set<std::string> lsns;
+  for (const auto& record : records) lsns.insert(record.header("cdcd-lsn").value_or(""));
+  EXPECT_EQ(records.size(), static_cast<std::size_t>(kBatches * kBatchSize));
+  EXPECT_EQ(lsns.size(), static_cast<std::size_t>(kBatches * kBatchSize));
+  sink->stop();
+}
+
+TEST_F(KafkaSinkTest, CreatesTopicsWithTheConfiguredPartitions) {
+  auto sink = start_sink(
+      "topic: \"made.{table}\"\ncreate_topics: {partitions: 5, "
+      "replication_factor: 3}\nformat: native");
+  ASSERT_NE(sink, nullptr);
+  auto report = write_and_wait(
+      *sink, make_batch({make_change(1, "s.one", key_of(1)), make_change(2, "s.two", key_of(2))}));
+  ASSERT_FALSE(report.failure) << failure_of(report);
+  auto topics = cluster_->topics();
+  // Auto-created topics of the mock have 4 partitions: 5 means the admin API made them.
+  EXPECT_EQ(topics["made.one"], 5);
+  EXPECT_EQ(topics["made.two"], 5);
+  sink->stop();
+}
+
+// ---- fatal errors: each one named, each failing (or rejecting) the batch ------------------------
+
+TEST_F(KafkaSinkTest, AuthorizationFailureFailsTheBatchNamingTopicAndLsn) {
+  auto sink = start_sink("topic: secret\nformat: native");
+  ASSERT_NE(sink, nullptr);
+  ASSERT_FALSE(write_and_wait(*sink, make_batch({make_change(1, "s.t", key_of(1))})).failure);
+  cluster_->must("push_errors Produce TOPIC_AUTHORIZATION_FAILED");
+  auto report = write_and_wait(*sink, make_batch({make_change(77, "s.t", key_of(1))}, 2));
+  ASSERT_TRUE(report.failure);
+  EXPECT_THAT(report.failure->message, HasSubstr("topic 'secret'"));
+  EXPECT_THAT(report.failure->message, HasSubstr("lsn 77"));
+  EXPECT_THAT(report.failure->message, HasSubstr("TOPIC_AUTHORIZATION_FAILED"));
+  EXPECT_FALSE(sink->healthy());
+  sink->stop();
+}
+
+TEST_F(KafkaSinkTest, UnknownTopicWithoutAutoCreationFailsTheBatch) {
+  // The mock cannot turn auto-creation off; a topic whose metadata says "unknown" is the same
+  // thing for the producer.
+  cluster_->must("topic_error missing UNKNOWN_TOPIC_OR_PART");
+  auto sink = start_sink("topic: missing\nformat: native",
+                         "  topic.metadata.propagation.max.ms: \"500\"\n");
+  ASSERT_NE(sink, nullptr);
+  auto report = write_and_wait(
+      *sink, make_batch({make_change(5, "s.t", key_of(1)), make_change(6, "s.t", key_of(2))}));
+  ASSERT_TRUE(report.failure);
+  EXPECT_THAT(report.failure->message, HasSubstr("topic 'missing'"));
+  EXPECT_THAT(report.failure->message, HasSubstr("UNKNOWN_TOPIC_OR_PART"));
+  EXPECT_THAT(report.failure->message, HasSubstr("lsn 5"));
+  sink->stop();
+}
+
+TEST_F(KafkaSinkTest, MessageTooLargeRejectsOnlyThatChange) {
+  auto sink = start_sink("topic: big\nformat: native", "  message.max.bytes: \"2000\"\n");
+  ASSERT_NE(sink, nullptr);
+  std::string huge = R"({"id":2,"blob":")" + std::string(5000, 'x') + "\"}";
+  auto report =
+      write_and_wait(*sink, make_batch({make_change(1, "s.t", key_of(1)),
+                                        make_change(2, "s.t", key_of(2), Operation::kInsert, huge),
+                                        make_change(3, "s.t", key_of(3))}));
+  ASSERT_FALSE(report.failure) << failure_of(report);
+  ASSERT_EQ(report.rejected.size(), 1u);
+  EXPECT_EQ(report.rejected[0].index, 1u);
+  EXPECT_THAT(report.rejected[0].reason, HasSubstr("MSG_SIZE_TOO_LARGE"));
+  EXPECT_THAT(report.rejected[0].reason, HasSubstr("lsn 2"));
+  EXPECT_THAT(report.rejected[0].reason, HasSubstr("topic 'big'"));
+  auto records = cluster_->read_all({"big"});
+  std::set<std::string> lsns;
+  for (const auto& record : records) lsns.insert(record.header("cdcd-lsn").value_or(""));
+  EXPECT_EQ(lsns, (std::set<std::string>{"1", "3"}));
+  EXPECT_TRUE(sink->healthy()) << "a rejected change does not break the sink";
+  sink->stop();
+}
+
+TEST_F(KafkaSinkTest, IdempotenceFatalErrorFailsTheSinkForGood) {
+  auto sink = start_sink("topic: fatal\nformat: native");
+  ASSERT_NE(sink, nullptr);
+  ASSERT_FALSE(write_and_wait(*sink, make_batch({make_change(1, "s.t", key_of(1))})).failure);
+  cluster_->must("push_errors Produce OUT_OF_ORDER_SEQUENCE_NUMBER");
+  auto report = write_and_wait(*sink, make_batch({make_change(2, "s.t", key_of(1))}, 2));
+  ASSERT_TRUE(report.failure);
+  EXPECT_THAT(report.failure->message, HasSubstr("topic 'fatal'"));
+  EXPECT_THAT(report.failure->message, HasSubstr("lsn 2"));
+  EXPECT_THAT(report.failure->message, HasSubstr("fatal producer error OUT_OF_ORDER_SEQUENCE"));
+  EXPECT_FALSE(sink->healthy());
+  // The producer cannot recover: later batches fail at once with the same cause.
+  auto later = write_and_wait(*sink, make_batch({make_change(3, "s.t", key_of(1))}, 3), 5s);
+  ASSERT_TRUE(later.failure);
+  EXPECT_THAT(later.failure->message, HasSubstr("fatal producer error"));
+  sink->stop();
+}
+
+TEST_F(KafkaSinkTest, DeliveryTimeoutFailsTheBatchInsteadOfLosingIt) {
+  auto sink = start_sink("topic: slow\nformat: native", "  message.timeout.ms: \"1500\"\n");
+  ASSERT_NE(sink, nullptr);
+  ASSERT_FALSE(write_and_wait(*sink, make_batch({make_change(1, "s.t", key_of(1))})).failure);
+  for (int id = 1; id <= 3; ++id) cluster_->broker_down(id);
+  auto report = write_and_wait(*sink, make_batch({make_change(9, "s.t", key_of(1))}, 2));
+  ASSERT_TRUE(report.failure);
+  EXPECT_THAT(report.failure->message, HasSubstr("lsn 9"));
+  EXPECT_THAT(report.failure->message, HasSubstr("_MSG_TIMED_OUT"));
+  EXPECT_FALSE(sink->healthy());
+  for (int id = 1; id <= 3; ++id) cluster_->broker_up(id);
+  sink->stop();
+}
+
+TEST_F(KafkaSinkTest, StopFailsWhatIsStillUnconfirmedAndFlushReportsTheDeadline) {
+  auto sink = start_sink("topic: held\nformat: native");
+  ASSERT_NE(sink, nullptr);
+  ASSERT_FALSE(write_and_wait(*sink, make_batch({make_change(1, "s.t", key_of(1))})).failure);
+  for (int id = 1; id <= 3; ++id) cluster_->broker_down(id);
+  auto promise = std::make_shared<std::promise<DeliveryReport>>();
+  auto future = promise->get_future();
+  sink->write(make_batch({make_change(2, "s.t", key_of(1))}, 2),
+              [promise](DeliveryReport report) { promise->set_value(std::move(report)); });
+  // With the default message.timeout.ms=0 the message waits for the brokers indefinitely.
+  auto flushed = sink->flush(std::chrono::steady_clock::now() + 1500ms);
+  ASSERT_FALSE(flushed);
+  EXPECT_THAT(flushed.error().message, HasSubstr("1 batches still await delivery reports"));
+  EXPECT_EQ(future.wait_for(0s), std::future_status::timeout);
+  sink->stop();
+  ASSERT_EQ(future.wait_for(10s), std::future_status::ready);
+  auto report = future.get();
+  ASSERT_TRUE(report.failure);
+  for (int id = 1; id <= 3; ++id) cluster_->broker_up(id);
+}
+
+TEST_F(KafkaSinkTest, StartFailsWhenNoBrokerAnswers) {
+  int port = free_port();
+  auto sink = builder_.build("brokers: \"127.0.0.1:" + std::to_string(port) + "\"\ntopic: t\n");
+  ASSERT_NE(sink, nullptr);
+  auto started = sink->start();
+  ASSERT_FALSE(started);
+  EXPECT_TRUE(started.error().retryable);
+  EXPECT_THAT(started.error().message, HasSubstr("cannot reach the brokers 127.0.0.1:"));
+  sink->stop();
+}
+
+}  // namespace
+}  // namespace cdcd::test

@@ -1,0 +1,538 @@
+#include "sources/jsonl/jsonl_source.h"
+
+#include <cstdio>
+#include <functional>
+#include <limits>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+#include <prometheus/registry.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
+
+#include "tests/support/test_util.h"
+
+namespace cdcd {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+// Collects events; accepts at most `limit` of them (backpressure).
+class CollectingEmitter : public Emitter {
+ public:
+  void emit(SourceEvent&& event) override {
+    EXPECT_TRUE(wants_more()) << "emit() after wants_more() turned false";
+    events.push_back(std::move(event));
+  }
+  bool wants_more() const override { return events.size() < limit; }
+
+  std::vector<SourceEvent> events;
+  std::size_t limit = std::numeric_limits<std::size_t>::max();
+};
+
+std::string change_line(std::uint64_t lsn, std::uint32_t seq = 0,
+                        const std::string& entity = "public.t") {
+  return fmt::format(
+      R"({{"lsn": {}, "seq": {}, "timestamp": 1763719200000000, "entity": "{}", )"
+      R"("key": {{"id": {}}}, "operation": "insert", "new": {{"id": {}, "v": "x"}}}})",
+      lsn, seq, entity, lsn * 10 + seq, lsn * 10 + seq);
+}
+
+// "C3.0" for a change, "T3" for a transaction end, "B@path:LINE" for a bad record.
+std::string summary(const std::vector<SourceEvent>& events) {
+  std::string text;
+  for (const auto& event : events) {
+    if (!text.empty()) text += ' ';
+    if (const auto* change = std::get_if<Change>(&event)) {
+      text += fmt::format("C{}.{}", change->lsn, change->seq);
+    } else if (const auto* end = std::get_if<TransactionEnd>(&event)) {
+      text += fmt::format("T{}", end->lsn);
+    } else {
+      const auto& bad = std::get<BadRecord>(event);
+      text += "B@" + bad.location.substr(bad.location.rfind('/') + 1);
+    }
+  }
+  return text;
+}
+
+template <typename T>
+std::vector<T> events_of(const std::vector<SourceEvent>& events) {
+  std::vector<T> selected;
+  for (const auto& event : events) {
+    if (const auto* typed = std::get_if<T>(&event)) selected.push_back(*typed);
+  }
+  return selected;
+}
+
+// Metrics that the unit tests can read back.
+struct TestMetrics {
+  prometheus::Registry registry;
+  prometheus::Gauge& read_lsn =
+      prometheus::BuildGauge().Name("read_lsn").Register(registry).Add({});
+  prometheus::Gauge& head_lsn =
+      prometheus::BuildGauge().Name("head_lsn").Register(registry).Add({});
+  prometheus::Counter& lsn_gaps =
+      prometheus::BuildCounter().Name("lsn_gaps").Register(registry).Add({});
+
+  SourceMetrics source_metrics() { return SourceMetrics{&read_lsn, &head_lsn, &lsn_gaps}; }
+};
+
+class JsonlSourceTest : public testing::Test {
+ protected:
+  std::unique_ptr<JsonlSource> make(bool follow, std::uint64_t max_line_bytes = 16 << 20,
+                                    bool with_metrics = false) {
+    JsonlSourceOptions options;
+    options.path = path_;
+    options.follow = follow;
+    options.poll_interval = milliseconds(5);
+    options.max_line_bytes = max_line_bytes;
+    SourceContext context;
+    context.name = "test";
+    context.log = std::make_shared<spdlog::logger>(
+        "jsonl-test", std::make_shared<spdlog::sinks::ostream_sink_mt>(log_));
+    if (with_metrics) context.metrics = metrics_.source_metrics();
+    return std::make_unique<JsonlSource>(std::move(options), std::move(context));
+  }
+
+  // Polls a non-follow source to its end.
+  void drain(JsonlSource& source, CollectingEmitter& out) {
+    for (int i = 0; i < 1000; ++i) {
+      auto outcome = source.poll(out, Clock::now() + milliseconds(100));
+      ASSERT_TRUE(outcome) << outcome.error().message;
+      if (*outcome == PollOutcome::kEnd) return;
+    }
+    FAIL() << "the source never ended";
+  }
+
+  // Polls a follow source until `done` holds (bounded).
+  bool poll_until(JsonlSource& source, CollectingEmitter& out, const std::function<bool()>& done,
+                  milliseconds timeout = milliseconds(10000)) {
+    auto give_up = Clock::now() + timeout;
+    while (Clock::now() < give_up) {
+      auto outcome = source.poll(out, Clock::now() + milliseconds(20));
+      EXPECT_TRUE(outcome) << outcome.error().message;
+      if (!outcome) return false;
+      if (done()) return true;
+    }
+    return false;
+  }
+
+  bool poll_until_summary(JsonlSource& source, CollectingEmitter& out, const std::string& wanted) {
+    bool reached = poll_until(source, out, [&] { return summary(out.events) == wanted; });
+    EXPECT_EQ(summary(out.events), wanted);
+    return reached;
+  }
+
+  std::vector<SourceEvent> replay(const std::string& content, StartPosition from = {},
+                                  std::uint64_t max_line_bytes = 16 << 20) {
+    test::write_file(path_, content);
+    auto source = make(false, max_line_bytes);
+    auto started = source->start(from);
+    EXPECT_TRUE(started) << started.error().message;
+    CollectingEmitter out;
+    drain(*source, out);
+    return std::move(out.events);
+  }
+
+  test::TempDir dir_;
+  std::string path_ = dir_.file("changes.jsonl");
+  std::ostringstream log_;
+  TestMetrics metrics_;
+};
+
+TEST_F(JsonlSourceTest, GroupsTransactionsAndEndsAtEndOfFile) {
+  std::string content = change_line(1, 0) + "\n" + change_line(1, 1) + "\n" + change_line(2) +
+                        "\n" + change_line(5) + "\n";
+  auto events = replay(content);
+  EXPECT_EQ(summary(events), "C1.0 C1.1 T1 C2.0 T2 C5.0 T5");
+
+  auto changes = events_of<Change>(events);
+  auto ends = events_of<TransactionEnd>(events);
+  ASSERT_EQ(changes.size(), 4u);
+  ASSERT_EQ(ends.size(), 3u);
+  std::uint64_t first_end = change_line(1, 0).size() + 1;
+  EXPECT_EQ(changes[0].offset, first_end);
+  EXPECT_EQ(changes[1].offset, first_end + change_line(1, 1).size() + 1);
+  EXPECT_EQ(ends[0].offset, changes[1].offset);
+  EXPECT_EQ(ends[0].timestamp_us, 1763719200000000);
+  EXPECT_EQ(ends[2].offset, content.size());
+  EXPECT_EQ(changes[0].key, R"({"id":10})");
+  EXPECT_EQ(changes[0].new_row, R"({"id":10,"v":"x"})");
+}
+
+TEST_F(JsonlSourceTest, ReportsReadAndHeadLsnAndCountsGaps) {
+  test::write_file(path_, change_line(1) + "\n" + change_line(2) + "\n" + change_line(5) + "\n" +
+                              change_line(9) + "\n");
+  auto source = make(false, 16 << 20, /*with_metrics=*/true);
+  ASSERT_TRUE(source->start({}));
+  EXPECT_EQ(metrics_.head_lsn.Value(), 9);
+  CollectingEmitter out;
+  drain(*source, out);
+  EXPECT_EQ(metrics_.read_lsn.Value(), 9);
+  EXPECT_EQ(metrics_.lsn_gaps.Value(), 2);  // 2 -> 5 and 5 -> 9
+  EXPECT_EQ(source->bytes_behind(9, 10), test::read_file(path_).size() - 10);
+  EXPECT_EQ(source->bytes_behind(9, 1 << 30), 0u);
+  EXPECT_TRUE(source->connected());
+  source->stop();
+  EXPECT_FALSE(source->connected());
+}
+
+TEST_F(JsonlSourceTest, LastLineWithoutNewlineIsCompleteWithoutFollow) {
+  std::string content = change_line(1) + "\n" + change_line(2);
+  auto events = replay(content);
+  EXPECT_EQ(summary(events), "C1.0 T1 C2.0 T2");
+  EXPECT_EQ(events_of<TransactionEnd>(events).back().offset, content.size());
+}
+
+TEST_F(JsonlSourceTest, HandlesCrlfAndSkipsBlankLines) {
+  std::string content = change_line(1) + "\r\n\r\n   \n" + change_line(2) + "\r\n\t\r\n";
+  auto events = replay(content);
+  EXPECT_EQ(summary(events), "C1.0 T1 C2.0 T2");
+  auto changes = events_of<Change>(events);
+  EXPECT_EQ(changes[0].offset, change_line(1).size() + 2);
+  EXPECT_EQ(changes[1].offset, content.size() - 3);
+}
+
+TEST_F(JsonlSourceTest, KeepsUnicodeAndEscapes) {
+  std::string line =
+      R"({"lsn": 1, "timestamp": 1, "entity": "public.caf\u00e9", "source": "日本", )"
+      R"("operation": "update", "key": {"name": "caf\u00e9"}, "new": {"name": "café 🎉", "q": "a\"b"}})";
+  auto events = replay(line + "\n");
+  auto changes = events_of<Change>(events);
+  ASSERT_EQ(changes.size(), 1u) << summary(events);
+  EXPECT_EQ(changes[0].entity, "public.café");
+  EXPECT_EQ(changes[0].source, "日本");
+  EXPECT_EQ(changes[0].key, R"({"name":"caf\u00e9"})");
+  EXPECT_EQ(changes[0].new_row, R"({"name":"café 🎉","q":"a\"b"})");
+}
+
+TEST_F(JsonlSourceTest, ParsesAHugeLine) {
+  std::string blob(3 << 20, 'z');
+  std::string huge = R"({"lsn": 2, "timestamp": 1, "entity": "t", "operation": "insert", )"
+                     R"("new": {"blob": ")" +
+                     blob + "\"}}";
+  auto events = replay(change_line(1) + "\n" + huge + "\n" + change_line(3) + "\n");
+  EXPECT_EQ(summary(events), "C1.0 T1 C2.0 T2 C3.0 T3");
+  EXPECT_EQ(events_of<Change>(events)[1].new_row.size(), blob.size() + 11);
+}
+
+TEST_F(JsonlSourceTest, LineOverMaxLineBytesIsSkippedAsBadRecord) {
+  // One oversized line that fits the read buffer, one far larger than it (skipped without being
+  // buffered), one at the end of the file without a newline.
+  std::string medium = R"({"lsn": 2, "pad": ")" + std::string(3000, 'm') + "\"}";
+  std::string large = R"({"lsn": 3, "pad": ")" + std::string(5 << 20, 'l') + "\"}";
+  std::string last = std::string(2000, 'e');
+  std::string content =
+      change_line(1) + "\n" + medium + "\n" + large + "\n" + change_line(4) + "\n" + last;
+  auto events = replay(content, {}, 2048);
+  EXPECT_EQ(summary(events),
+            "C1.0 B@changes.jsonl:2 B@changes.jsonl:3 T1 C4.0 T4 B@changes.jsonl:5");
+  auto bad = events_of<BadRecord>(events);
+  ASSERT_EQ(bad.size(), 3u);
+  for (const auto& record : bad) {
+    EXPECT_EQ(record.reason, "line longer than max_line_bytes (2048 bytes)");
+    EXPECT_LE(record.raw.size(), 1024u);
+  }
+  EXPECT_EQ(bad[0].raw, medium.substr(0, 1024));
+  EXPECT_EQ(bad[1].raw, large.substr(0, 1024));
+  EXPECT_EQ(bad[0].offset, change_line(1).size() + 1 + medium.size() + 1);
+  EXPECT_EQ(bad[1].offset, bad[0].offset + large.size() + 1);
+  EXPECT_EQ(bad[1].last_lsn, 1u);
+  EXPECT_EQ(bad[2].offset, content.size());
+}
+
+TEST_F(JsonlSourceTest, MalformedLineIsBadRecordWithFileAndLine) {
+  std::string broken = R"({"lsn": 2, "timestamp": oops})";
+  std::string content = change_line(1) + "\n\n" + broken + "\n" + change_line(3) + "\n";
+  auto events = replay(content);
+  EXPECT_EQ(summary(events), "C1.0 B@changes.jsonl:3 T1 C3.0 T3");
+  auto bad = events_of<BadRecord>(events);
+  ASSERT_EQ(bad.size(), 1u);
+  EXPECT_EQ(bad[0].location, path_ + ":3");
+  EXPECT_EQ(bad[0].raw, broken);
+  EXPECT_EQ(bad[0].reason.rfind("invalid JSON: ", 0), 0u) << bad[0].reason;
+  EXPECT_EQ(bad[0].last_lsn, 1u);
+  EXPECT_EQ(bad[0].offset, change_line(1).size() + 2 + broken.size() + 1);
+
+  events = replay(change_line(1) + "\n" + R"({"lsn": 2, "timestamp": 1, "entity": "t"})" + "\n");
+  bad = events_of<BadRecord>(events);
+  ASSERT_EQ(bad.size(), 1u);
+  EXPECT_EQ(bad[0].reason, R"(missing "operation")");
+}
+
+TEST_F(JsonlSourceTest, NonIncreasingLsnIsBadRecord) {
+  std::string content = change_line(5) + "\n" + change_line(7) + "\n" + change_line(6) + "\n" +
+                        change_line(7, 1) + "\n" + change_line(8) + "\n" + change_line(7, 2) +
+                        "\n" + change_line(9) + "\n";
+  auto events = replay(content);
+  // The bad line does not end transaction 7: the next lsn-7 change still belongs to it.
+  EXPECT_EQ(summary(events),
+            "C5.0 T5 C7.0 B@changes.jsonl:3 C7.1 T7 C8.0 B@changes.jsonl:6 T8 C9.0 T9");
+  auto bad = events_of<BadRecord>(events);
+  ASSERT_EQ(bad.size(), 2u);
+  EXPECT_EQ(bad[0].reason, "lsn 6 is not greater than 7, the lsn of the previous transaction");
+  EXPECT_EQ(bad[0].last_lsn, 7u);
+  EXPECT_EQ(bad[0].raw, change_line(6));
+  EXPECT_EQ(bad[1].reason, "lsn 7 is not greater than 8, the lsn of the previous transaction");
+}
+
+TEST_F(JsonlSourceTest, TimestampsMayBeRfc3339) {
+  auto events = replay(
+      R"({"lsn": 4, "timestamp": "2025-11-21T10:00:00.5+01:00", "entity": "t", "operation": "delete", "old": {"id": 1}})"
+      "\n");
+  ASSERT_EQ(summary(events), "C4.0 T4");
+  EXPECT_EQ(std::get<Change>(events[0]).timestamp_us, 1763715600500000);
+  EXPECT_EQ(std::get<TransactionEnd>(events[1]).timestamp_us, 1763715600500000);
+}
+
+TEST_F(JsonlSourceTest, MissingFileWithoutFollowIsAPermanentError) {
+  auto source = make(false);
+  auto started = source->start({});
+  ASSERT_FALSE(started);
+  EXPECT_FALSE(started.error().retryable);
+  EXPECT_NE(started.error().message.find(path_), std::string::npos) << started.error().message;
+  EXPECT_FALSE(source->connected());
+}
+
+TEST_F(JsonlSourceTest, FollowWaitsForTheFileToAppear) {
+  auto source = make(true);
+  ASSERT_TRUE(source->start({}));
+  EXPECT_FALSE(source->connected());
+  CollectingEmitter out;
+  ASSERT_TRUE(source->poll(out, Clock::now() + milliseconds(30)));
+  EXPECT_TRUE(out.events.empty());
+  test::write_file(path_, change_line(1) + "\n");
+  poll_until_summary(*source, out, "C1.0 T1");
+  EXPECT_TRUE(source->connected());
+}
+
+TEST_F(JsonlSourceTest, FollowWaitsForAPartialLine) {
+  std::string second = change_line(1, 1);
+  test::write_file(path_, change_line(1) + "\n" + second.substr(0, 30));
+  auto source = make(true);
+  ASSERT_TRUE(source->start({}));
+  CollectingEmitter out;
+  poll_until_summary(*source, out, "C1.0");
+  // The partial line may belong to transaction 1: it must stay open.
+  ASSERT_TRUE(source->poll(out, Clock::now() + milliseconds(50)));
+  EXPECT_EQ(summary(out.events), "C1.0");
+
+  test::append_file(path_, second.substr(30) + "\n" + change_line(2).substr(0, 10));
+  poll_until_summary(*source, out, "C1.0 C1.1");
+  test::append_file(path_, change_line(2).substr(10) + "\n");
+  poll_until_summary(*source, out, "C1.0 C1.1 T1 C2.0 T2");
+
+  // A transaction closed at the end of the data may not be continued by a later append.
+  test::append_file(path_, change_line(2, 1) + "\n" + change_line(3) + "\n");
+  poll_until_summary(*source, out, "C1.0 C1.1 T1 C2.0 T2 B@changes.jsonl:4 C3.0 T3");
+  EXPECT_EQ(std::get<BadRecord>(out.events[5]).reason,
+            "lsn 2 is not greater than 2, the lsn of the previous transaction");
+}
+
+TEST_F(JsonlSourceTest, FollowRereadsATruncatedFile) {
+  test::write_file(path_, change_line(1) + "\n" + change_line(2) + "\n" + change_line(3) + "\n");
+  auto source = make(true);
+  ASSERT_TRUE(source->start({}));
+  CollectingEmitter out;
+  poll_until_summary(*source, out, "C1.0 T1 C2.0 T2 C3.0 T3");
+  test::write_file(path_, change_line(10) + "\n");  // same file, truncated then rewritten
+  poll_until_summary(*source, out, "C1.0 T1 C2.0 T2 C3.0 T3 C10.0 T10");
+  EXPECT_EQ(std::get<Change>(out.events[6]).offset, change_line(10).size() + 1);
+  EXPECT_NE(log_.str().find(path_ + " was truncated"), std::string::npos) << log_.str();
+}
+
+TEST_F(JsonlSourceTest, FollowFinishesARotatedFileThenReadsTheNewOne) {
+  test::write_file(path_, change_line(1) + "\n");
+  auto source = make(true);
+  ASSERT_TRUE(source->start({}));
+  CollectingEmitter out;
+  poll_until_summary(*source, out, "C1.0 T1");
+  // The writer's last append to the old file, without a newline, then the rotation.
+  test::append_file(path_, change_line(2));
+  ASSERT_EQ(std::rename(path_.c_str(), (path_ + ".1").c_str()), 0);
+  test::write_file(path_, change_line(3) + "\n" + change_line(4) + "\n");
+  poll_until_summary(*source, out, "C1.0 T1 C2.0 T2 C3.0 T3 C4.0 T4");
+  EXPECT_EQ(std::get<Change>(out.events[4]).offset, change_line(3).size() + 1);
+  EXPECT_NE(log_.str().find(path_ + " was replaced"), std::string::npos) << log_.str();
+}
+
+TEST_F(JsonlSourceTest, BackpressureStopsEmittingAtOnce) {
+  std::string content;
+  for (int lsn = 1; lsn <= 50; ++lsn) content += change_line(lsn) + "\n";
+  test::write_file(path_, content);
+  auto source = make(false);
+  ASSERT_TRUE(source->start({}));
+
+  CollectingEmitter out;
+  out.limit = 3;  // C1 T1 C2: the TransactionEnd of 2 and C3 come from one line
+  auto before = Clock::now();
+  auto outcome = source->poll(out, Clock::now() + milliseconds(5000));
+  ASSERT_TRUE(outcome);
+  EXPECT_EQ(*outcome, PollOutcome::kMore);
+  EXPECT_LT(Clock::now() - before, milliseconds(1000));
+  EXPECT_EQ(summary(out.events), "C1.0 T1 C2.0");
+
+  out.limit = 4;
+  ASSERT_TRUE(source->poll(out, Clock::now() + milliseconds(5000)));
+  EXPECT_EQ(summary(out.events), "C1.0 T1 C2.0 T2");
+
+  out.limit = std::numeric_limits<std::size_t>::max();
+  drain(*source, out);
+  auto expected = replay(content);
+  EXPECT_EQ(summary(out.events), summary(expected));
+}
+
+TEST_F(JsonlSourceTest, PollReturnsByItsDeadlineInFollowMode) {
+  test::write_file(path_, change_line(1) + "\n");
+  auto source = make(true);
+  ASSERT_TRUE(source->start({}));
+  CollectingEmitter out;
+  auto before = Clock::now();
+  auto outcome = source->poll(out, before + milliseconds(100));
+  ASSERT_TRUE(outcome);
+  EXPECT_EQ(*outcome, PollOutcome::kMore);
+  auto elapsed = Clock::now() - before;
+  EXPECT_GE(elapsed, milliseconds(100));
+  EXPECT_LT(elapsed, milliseconds(1000));
+  EXPECT_EQ(summary(out.events), "C1.0 T1");
+}
+
+TEST_F(JsonlSourceTest, StartAtLsnSkipsEarlierChangesAndTheirBadRecords) {
+  std::string content = change_line(1) + "\nbroken\n" + change_line(2) + "\n" + change_line(3) +
+                        "\n" + change_line(3, 1) + "\nbroken too\n" + change_line(4) + "\n";
+  StartPosition from;
+  from.first_lsn = 3;
+  auto events = replay(content, from);
+  EXPECT_EQ(summary(events), "C3.0 C3.1 B@changes.jsonl:6 T3 C4.0 T4");
+}
+
+TEST_F(JsonlSourceTest, ResumesAtAVerifiedOffsetWithoutRescanning) {
+  std::string content = change_line(1) + "\n" + change_line(2) + "\n" + change_line(2, 1) + "\n" +
+                        change_line(3) + "\n";
+  auto first_run = replay(content);
+  auto ends = events_of<TransactionEnd>(first_run);
+  ASSERT_EQ(ends.size(), 3u);
+  const TransactionEnd checkpointed = ends[1];  // lsn 2
+
+  // Rewrite what precedes the checkpoint: a rescan would deliver this line (lsn 7 >= first_lsn).
+  std::string decoy = change_line(7, 0, "decoy");
+  decoy.resize(change_line(1).size(), ' ');
+  ASSERT_EQ(decoy.size(), change_line(1).size());
+  std::string later = change_line(3) + "\nnot json\n" + change_line(4) + "\n";
+  test::write_file(path_, decoy + "\n" + change_line(2) + "\n" + change_line(2, 1) + "\n" + later);
+
+  StartPosition from;
+  from.first_lsn = 3;
+  from.has_resume = true;
+  from.resume.lsn = 2;
+  from.resume.offset = checkpointed.offset;
+  auto source = make(false);
+  ASSERT_TRUE(source->start(from));
+  CollectingEmitter out;
+  drain(*source, out);
+  EXPECT_EQ(summary(out.events), "C3.0 B@changes.jsonl:5 T3 C4.0 T4");
+  EXPECT_EQ(log_.str().find("no longer matches"), std::string::npos) << log_.str();
+  auto changes = events_of<Change>(out.events);
+  EXPECT_EQ(changes[0].offset, checkpointed.offset + change_line(3).size() + 1);
+}
+
+TEST_F(JsonlSourceTest, ResumeAfterTheLastTransactionAtEndOfFile) {
+  std::string content = change_line(1) + "\n" + change_line(2) + "\n";
+  StartPosition from;
+  from.first_lsn = 3;
+  from.has_resume = true;
+  from.resume.lsn = 2;
+  from.resume.offset = content.size();
+  EXPECT_EQ(summary(replay(content, from)), "");
+  EXPECT_EQ(log_.str().find("no longer matches"), std::string::npos) << log_.str();
+}
+
+TEST_F(JsonlSourceTest, FallsBackToAScanWhenTheOffsetNoLongerMatches) {
+  std::string content = change_line(1) + "\nbroken\n" + change_line(2) + "\n" + change_line(3) +
+                        "\n" + change_line(4) + "\n";
+  StartPosition from;
+  from.first_lsn = 3;
+  from.has_resume = true;
+  from.resume.lsn = 2;
+  struct Case {
+    std::uint64_t offset;
+    const char* why;
+  };
+  const std::uint64_t end_of_lsn_1 = change_line(1).size() + 1;
+  const Case cases[] = {
+      {content.size() + 100, "beyond the end of the file"},
+      {end_of_lsn_1 + 3, "not at the end of a line"},
+      {end_of_lsn_1, "the line there has another lsn"},
+      {end_of_lsn_1 + 7, "the line there is not a change"},
+  };
+  for (const auto& c : cases) {
+    log_.str("");
+    from.resume.offset = c.offset;
+    EXPECT_EQ(summary(replay(content, from)), "C3.0 T3 C4.0 T4") << c.why;
+    EXPECT_NE(log_.str().find("checkpoint offset no longer matches " + path_ +
+                              "; scanning from the start"),
+              std::string::npos)
+        << c.why << ": " << log_.str();
+  }
+}
+
+TEST_F(JsonlSourceTest, BadRecordAfterAResumeNamesItsAbsoluteLine) {
+  std::string content =
+      change_line(1) + "\n\n" + change_line(2) + "\n" + "{\n" + change_line(3) + "\n";
+  StartPosition from;
+  from.first_lsn = 2;
+  from.has_resume = true;
+  from.resume.lsn = 1;
+  from.resume.offset = change_line(1).size() + 1;
+  auto events = replay(content, from);
+  EXPECT_EQ(summary(events), "C2.0 B@changes.jsonl:4 T2 C3.0 T3");
+}
+
+// The factory through the config API, as the daemon calls it.
+class JsonlFactoryTest : public testing::Test {
+ protected:
+  std::unique_ptr<Source> build(const std::string& yaml) {
+    auto context = std::make_shared<config::ParseContext>(config::ParseContext{
+        "test.yaml", &diagnostics_, [](const std::string&) { return std::nullopt; }});
+    config::Node options(YAML::Load(yaml), "sources.demo", context);
+    options.mark_known({"type"});
+    PluginRegistry registry;
+    register_source_jsonl(registry);
+    const SourceFactory* factory = registry.source("jsonl");
+    EXPECT_NE(factory, nullptr);
+    return (*factory)(options, SourceContext{});
+  }
+
+  config::Diagnostics diagnostics_;
+};
+
+TEST_F(JsonlFactoryTest, AcceptsEveryOption) {
+  auto source = build(
+      "{type: jsonl, path: x.jsonl, follow: true, poll_interval: 250ms, max_line_bytes: 1MiB}");
+  EXPECT_NE(source, nullptr) << diagnostics_.to_string();
+  EXPECT_TRUE(diagnostics_.empty()) << diagnostics_.to_string();
+  EXPECT_FALSE(source->connected());  // no I/O before start()
+}
+
+TEST_F(JsonlFactoryTest, ReportsEveryProblem) {
+  auto source =
+      build("{type: jsonl, follow: maybe, poll_interval: 0s, max_line_bytes: 10, pathh: x}");
+  EXPECT_EQ(source, nullptr);
+  std::string errors = diagnostics_.to_string();
+  EXPECT_NE(errors.find("path"), std::string::npos) << errors;
+  EXPECT_NE(errors.find("follow"), std::string::npos) << errors;
+  EXPECT_NE(errors.find("poll_interval: must be greater than 0"), std::string::npos) << errors;
+  EXPECT_NE(errors.find("max_line_bytes: must be between 1KiB and 1GiB"), std::string::npos)
+      << errors;
+  EXPECT_NE(errors.find("pathh"), std::string::npos) << errors;
+  EXPECT_GE(diagnostics_.items().size(), 5u) << errors;
+}
+
+}  // namespace
+}  // namespace cdcd
