@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Benchmark (not a test): COUNT changes jsonl -> Kafka (librdkafka's mock cluster, 3 brokers) in
+# native format through cdcd, compared in the same run with `kcat -P -l` producing the same
+# messages (same key, same value bytes) to the same cluster with the same producer settings.
+# Prints both rates, the ratio, and cdcd's peak RSS (median of RUNS runs).
+# Usage: bench/kafka_bench.sh [COUNT] [RUNS]      (BUILD_DIR overrides the build directory)
+set -euo pipefail
+count=${1:-1000000}
+runs=${2:-3}
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${BUILD_DIR:-$root/build-bench-kafka}
+work=$(mktemp -d /tmp/cdcd-kafka-bench.XXXXXX)
+mock_pid=""
+cleanup() {
+  if [ -n "$mock_pid" ]; then
+    kill "$mock_pid" 2>/dev/null || true
+    wait "$mock_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+command -v kcat >/dev/null || { echo "kcat is required (apt-get install kcat)" >&2; exit 2; }
+cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCDCD_TESTS=ON \
+  -DCDCD_BENCH=OFF >/dev/null
+cmake --build "$build" --target cdcd kafka_mock_cluster -- -j2 >/dev/null
+
+python3 "$root/bench/generate_changelog.py" --count "$count" --keys 20000 \
+  --output "$work/changes.jsonl"
+# kcat's input: "KEY<TAB>VALUE" per line, where VALUE is the very line cdcd's native encoder
+# writes for the change (the generator already emits that canonical form) and KEY the change's key.
+python3 - "$work/changes.jsonl" "$work/kcat.txt" <<'PY'
+import json, sys
+with open(sys.argv[1], encoding="utf-8") as lines, open(sys.argv[2], "w", encoding="utf-8") as out:
+    for line in lines:
+        key = json.dumps(json.loads(line)["key"], separators=(",", ":"))
+        out.write(key + "\t" + line)
+PY
+echo "input: $count changes, $(($(stat -c %s "$work/changes.jsonl") / 1024 / 1024)) MiB"
+
+"$build/tools/kafka_mock_cluster" >"$work/mock.out" 2>"$work/mock.err" &
+mock_pid=$!
+for _ in $(seq 100); do grep -q '^control=' "$work/mock.out" && break; sleep 0.1; done
+bootstrap=$(sed -n 's/^bootstrap=//p' "$work/mock.out")
+control=$(sed -n 's/^control=//p' "$work/mock.out")
+[ -n "$control" ] || { echo "the mock cluster did not start: $(cat "$work/mock.err")" >&2; exit 1; }
+exec 3<>"/dev/tcp/127.0.0.1/$control"
+mock() {
+  echo "$*" >&3
+  local reply
+  read -r reply <&3
+  [ "$reply" = ok ] || { echo "mock cluster: $*: $reply" >&2; exit 1; }
+}
+
+partitions=6
+# The producer settings both sides use: cdcd's defaults (idempotence, acks=all, Java's murmur2,
+# bounded queue), so that the comparison measures cdcd's overhead over librdkafka's.
+producer_properties=(enable.idempotence=true acks=all partitioner=murmur2_random
+  queue.buffering.max.kbytes=65536)
+
+# Messages in a topic: the sum of its partitions' high watermarks.
+topic_count() {
+  local args=()
+  for p in $(seq 0 $((partitions - 1))); do args+=(-t "$1:$p:-1"); done
+  kcat -b "$bootstrap" -Q "${args[@]}" | awk '{sum += $NF} END {print sum + 0}'
+}
+
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+cdcd_rates=() cdcd_rss=() kcat_rates=()
+for run in $(seq "$runs"); do
+  mock create_topic "bench.cdcd.$run" "$partitions" 3
+  mock create_topic "bench.kcat.$run" "$partitions" 3
+  {
+    cat <<YAML
+sources:
+  log: {type: jsonl, path: $work/changes.jsonl, follow: false}
+sinks:
+  kafka:
+    type: kafka
+    brokers: "$bootstrap"
+    topic: bench.cdcd.$run
+    format: native
+    tombstones: false   # kcat sends one message per line: compare the same messages
+    headers: false
+    properties:
+YAML
+    for property in "${producer_properties[@]}"; do
+      echo "      ${property%%=*}: \"${property#*=}\""
+    done
+    cat <<YAML
+checkpoints: {type: file, dir: $work/checkpoints.$run, interval: 1s}
+consumers:
+  all: {source: log, sinks: [kafka], batch: {max_events: 2000, max_wait: 50ms}}
+log: {level: warn}
+YAML
+  } >"$work/bench.yaml"
+
+  start=$(date +%s.%N)
+  timeout 600 /usr/bin/time -v -o "$work/time.txt" "$build/cdcd" run --config "$work/bench.yaml"
+  end=$(date +%s.%N)
+  produced=$(topic_count "bench.cdcd.$run")
+  [ "$produced" -eq "$count" ] || { echo "cdcd produced $produced messages, expected $count" >&2; exit 1; }
+  cdcd_rates+=("$(echo "$count / ($end - $start)" | bc -l)")
+  cdcd_rss+=("$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$work/time.txt")")
+
+  kcat_args=()
+  for property in "${producer_properties[@]}"; do kcat_args+=(-X "$property"); done
+  start=$(date +%s.%N)
+  timeout 600 kcat -P -l -K $'\t' -b "$bootstrap" -t "bench.kcat.$run" "${kcat_args[@]}" \
+    "$work/kcat.txt"
+  end=$(date +%s.%N)
+  produced=$(topic_count "bench.kcat.$run")
+  [ "$produced" -eq "$count" ] || { echo "kcat produced $produced messages, expected $count" >&2; exit 1; }
+  kcat_rates+=("$(echo "$count / ($end - $start)" | bc -l)")
+
+  printf 'run %d: cdcd %.0f changes/s (peak RSS %d KiB), kcat -P %.0f messages/s, ratio %.2f\n' \
+    "$run" "${cdcd_rates[-1]}" "${cdcd_rss[-1]}" "${kcat_rates[-1]}" \
+    "$(echo "${cdcd_rates[-1]} / ${kcat_rates[-1]}" | bc -l)"
+done
+
+cdcd_rate=$(printf '%s\n' "${cdcd_rates[@]}" | median)
+kcat_rate=$(printf '%s\n' "${kcat_rates[@]}" | median)
+rss=$(printf '%s\n' "${cdcd_rss[@]}" | median)
+printf 'median: cdcd %.0f changes/s, kcat -P %.0f messages/s, ratio %.2f (target >= 0.8); cdcd peak RSS %.1f MiB\n' \
+  "$cdcd_rate" "$kcat_rate" "$(echo "$cdcd_rate / $kcat_rate" | bc -l)" "$(echo "$rss / 1024" | bc -l)"

@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# Benchmark (not a test): PostgreSQL 15 -> cdcd (postgres source) -> file sink, native format.
+#
+# 1. Throughput: ROWS single-row transactions (inserts, then a mixed insert/update/delete run) are
+#    written first; then pg_recvlogical (pgoutput to /dev/null) and cdcd decode the same WAL from two
+#    slots, one after the other. Prints events/s of both, the ratio and cdcd's peak RSS.
+# 2. Latency: a steady 5,000 transactions/s (pgbench --rate) while cdcd streams; a tailer reads the
+#    file sink's output as it is written and compares each line's arrival with its commit timestamp.
+#    Prints p50/p99 of commit -> written-and-acknowledged by the file sink.
+#
+# Usage: bench/postgres_bench.sh [ROWS] [LATENCY_SECONDS]      (defaults: 1000000, 20)
+# BUILD_DIR selects the (Release) build directory; it is configured and built if needed.
+set -euo pipefail
+rows=${1:-1000000}
+latency_seconds=${2:-20}
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${BUILD_DIR:-$root/build-bench}
+pgbin=/usr/lib/postgresql/15/bin
+python=/usr/bin/python3
+work=$(mktemp -d /tmp/cdcd-pgbench.XXXXXX)
+chmod 755 "$work"
+cdcd_pid=""
+
+as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+cleanup() {
+  [ -n "$cdcd_pid" ] && kill "$cdcd_pid" 2>/dev/null && wait "$cdcd_pid" 2>/dev/null || true
+  [ -f "$work/data/postmaster.pid" ] && as_postgres "$pgbin/pg_ctl" -D "$work/data" -m immediate -w stop >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+free_port() { "$python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+now() { date +%s.%N; }
+
+cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCDCD_TESTS=OFF >/dev/null
+cmake --build "$build" --target cdcd >/dev/null
+
+port=$(free_port)
+metrics_port=$(free_port)
+mkdir "$work/data"
+[ "$(id -u)" = 0 ] && chown postgres:postgres "$work/data"
+chmod 700 "$work/data"
+as_postgres "$pgbin/initdb" -D "$work/data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 --no-sync >/dev/null
+cat >>"$work/data/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$work/data'
+wal_level = logical
+max_replication_slots = 10
+max_wal_senders = 10
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+shared_buffers = 256MB
+max_wal_size = 8GB
+CONF
+as_postgres "$pgbin/pg_ctl" -D "$work/data" -l "$work/server.log" -w start >/dev/null
+dsn="host=127.0.0.1 port=$port dbname=postgres user=postgres"
+psql_() { psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres -d postgres "$@"; }
+
+psql_ -c "CREATE TABLE bench (id bigint PRIMARY KEY, v text NOT NULL, n int NOT NULL);
+          CREATE TABLE lat (id bigserial PRIMARY KEY, v int);
+          CREATE PUBLICATION pub FOR TABLE bench, lat;"
+
+# Sums a counter family on cdcd's /metrics.
+metric_sum() {
+  curl -s "http://127.0.0.1:$metrics_port/metrics" |
+    awk -v name="$1" 'index($0, name "{") == 1 {sum += $NF} END {printf "%d\n", sum}'
+}
+
+write_config() {  # slot, output file, batch max_wait
+  cat >"$work/cdcd.yaml" <<YAML
+sources:
+  pg: {type: postgres, dsn: "$dsn", slot: $1, publication: pub, create_slot: true, status_interval: 1s}
+sinks:
+  out: {type: file, path: $2, format: native, fsync: never}
+checkpoints: {type: file, dir: $work/checkpoints-$1, interval: 1s}
+consumers:
+  all: {source: pg, sinks: [out], batch: {max_events: 2000, max_wait: $3}}
+metrics: {listen: "127.0.0.1:$metrics_port"}
+log: {level: warn}
+YAML
+}
+
+# Decodes the WAL of one workload with pg_recvlogical and with cdcd; prints both rates.
+compare() {  # name, number of row events, load SQL
+  local name=$1 events=$2 load=$3
+  psql_ -c "SELECT pg_create_logical_replication_slot('recv_$name', 'pgoutput'),
+                   pg_create_logical_replication_slot('cdcd_$name', 'pgoutput')" >/dev/null
+  local start end
+  start=$(now)
+  psql_ -c "$load"
+  end=$(now)
+  local endpos
+  endpos=$(psql_ -Atc "SELECT pg_current_wal_insert_lsn()")
+  printf '%s: wrote %d row changes in single-row transactions in %.1f s\n' "$name" "$events" \
+    "$(echo "$end - $start" | bc -l)"
+
+  start=$(now)
+  "$pgbin/pg_recvlogical" --no-loop -d "$dsn" -S "recv_$name" --start -E "$endpos" -f /dev/null \
+    -o proto_version=1 -o publication_names=pub
+  end=$(now)
+  local recv_rate
+  recv_rate=$(echo "$events / ($end - $start)" | bc -l)
+
+  write_config "cdcd_$name" "$work/out-$name.jsonl" 50ms
+  start=$(now)
+  "$build/cdcd" run --config "$work/cdcd.yaml" 2>"$work/cdcd-$name.log" &
+  cdcd_pid=$!
+  until [ "$(metric_sum cdcd_events_total)" -ge "$events" ]; do
+    kill -0 "$cdcd_pid" 2>/dev/null || { cat "$work/cdcd-$name.log" >&2; exit 1; }
+    sleep 0.05
+  done
+  end=$(now)
+  local rss_kib
+  rss_kib=$(awk '/^VmHWM/ {print $2}' "/proc/$cdcd_pid/status")
+  kill -TERM "$cdcd_pid"
+  wait "$cdcd_pid" || true
+  cdcd_pid=""
+  local cdcd_rate lines
+  cdcd_rate=$(echo "$events / ($end - $start)" | bc -l)
+  lines=$(wc -l <"$work/out-$name.jsonl")
+  [ "$lines" -ge "$events" ] || { echo "cdcd wrote $lines lines, expected $events" >&2; exit 1; }
+  printf '%s: pg_recvlogical %.0f events/s, cdcd %.0f events/s, ratio %.2f, cdcd peak RSS %.1f MiB\n' \
+    "$name" "$recv_rate" "$cdcd_rate" "$(echo "$cdcd_rate / $recv_rate" | bc -l)" \
+    "$(echo "$rss_kib / 1024" | bc -l)"
+  psql_ -c "SELECT pg_drop_replication_slot('recv_$name'), pg_drop_replication_slot('cdcd_$name')" >/dev/null
+  rm -f "$work/out-$name.jsonl"
+}
+
+compare inserts "$rows" "
+  DO \$\$ BEGIN
+    FOR i IN 1..$rows LOOP
+      INSERT INTO bench VALUES (i, 'row ' || i, 0); COMMIT;
+    END LOOP;
+  END \$\$;"
+
+# Per key: insert, update, and a delete for every other key: 2 + 2 + 1 events per two keys.
+keys=$((rows * 2 / 5))
+psql_ -c "TRUNCATE bench" >/dev/null
+compare mixed "$((keys * 2 + keys / 2))" "
+  DO \$\$ BEGIN
+    FOR i IN 1..$keys LOOP
+      INSERT INTO bench VALUES (i, 'row ' || i, 0); COMMIT;
+      UPDATE bench SET n = n + 1, v = 'updated' WHERE id = i; COMMIT;
+      IF i % 2 = 0 THEN DELETE FROM bench WHERE id = i; COMMIT; END IF;
+    END LOOP;
+  END \$\$;"
+
+# --- Latency at a steady 5,000 transactions/s ---------------------------------------------------
+write_config cdcd_latency "$work/latency.jsonl" 5ms
+touch "$work/latency.jsonl"
+"$build/cdcd" run --config "$work/cdcd.yaml" 2>"$work/cdcd-latency.log" &
+cdcd_pid=$!
+until [ "$(psql_ -Atc "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'cdcd_latency' AND active")" = 1 ]; do
+  kill -0 "$cdcd_pid" 2>/dev/null || { cat "$work/cdcd-latency.log" >&2; exit 1; }
+  sleep 0.1
+done
+"$python" - "$work/latency.jsonl" "$((latency_seconds + 5))" >"$work/latency.txt" <<'PY' &
+import json, sys, time
+path, seconds = sys.argv[1], float(sys.argv[2])
+latencies, pending = [], b""
+end = time.time() + seconds
+with open(path, "rb") as f:
+    while time.time() < end:
+        chunk = f.read(1 << 20)
+        if not chunk:
+            time.sleep(0.0005)
+            continue
+        arrived = time.time() * 1e6
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            latencies.append((arrived - json.loads(line)["timestamp"]) / 1000.0)
+latencies.sort()
+q = lambda p: latencies[min(len(latencies) - 1, int(p * len(latencies)))]
+print("%d %.2f %.2f %.2f" % (len(latencies), q(0.50), q(0.99), latencies[-1]))
+PY
+tailer=$!
+echo 'INSERT INTO lat (v) VALUES (1);' >"$work/lat.sql"
+pgbench -n -h 127.0.0.1 -p "$port" -U postgres -c 4 -j 2 -R 5000 -T "$latency_seconds" \
+  -f "$work/lat.sql" postgres >"$work/pgbench.txt" 2>&1
+wait "$tailer"
+read -r count p50 p99 max <"$work/latency.txt"
+tps=$(awk '/^tps/ {printf "%.0f", $3}' "$work/pgbench.txt")
+printf 'latency at %s txn/s (%d changes): commit -> file sink ack p50 %s ms, p99 %s ms, max %s ms\n' \
+  "$tps" "$count" "$p50" "$p99" "$max"
