@@ -53,7 +53,7 @@ full_page_writes = off
 shared_buffers = 256MB
 max_wal_size = 8GB
 CONF
-as_postgres "$pgbin/pg_ctl" -D "$work/data" -l "$work/server.log" -w start >/dev/null
+as_postgres "$pgbin/pg_ctl" -D "$work/data" -l "$work/data/server.log" -w start >/dev/null
 dsn="host=127.0.0.1 port=$port dbname=postgres user=postgres"
 psql_() { psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres -d postgres "$@"; }
 
@@ -177,7 +177,9 @@ print("%d %.2f %.2f %.2f" % (len(latencies), q(0.50), q(0.99), latencies[-1]))
 PY
 tailer=$!
 echo 'INSERT INTO lat (v) VALUES (1);' >"$work/lat.sql"
-pgbench -n -h 127.0.0.1 -p "$port" -U postgres -c 4 -j 2 -R 5000 -T "$latency_seconds" \
+# With synchronous_commit off, a commit reaches the walsender only when the WAL writer flushes it
+# (every wal_writer_delay, 200ms): the latency run uses the default, on (fsync stays off).
+PGOPTIONS="-c synchronous_commit=on" pgbench -n -h 127.0.0.1 -p "$port" -U postgres -c 4 -j 2 -R 5000 -T "$latency_seconds" \
   -f "$work/lat.sql" postgres >"$work/pgbench.txt" 2>&1
 wait "$tailer"
 read -r count p50 p99 max <"$work/latency.txt"

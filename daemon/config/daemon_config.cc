@@ -13,6 +13,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "daemon/format/rfc3339.h"
 #include "daemon/metrics/metrics.h"
 
 namespace cdcd {
@@ -28,9 +29,8 @@ constexpr std::int64_t kMaxInFlight = 1024;
 constexpr std::uint64_t kMinQueueBytes = 64 << 10;
 constexpr std::int64_t kMaxLsn = std::numeric_limits<std::int64_t>::max();
 
-const std::vector<std::string> kTopLevelRequired = {"sources", "sinks", "checkpoints",
-                                                    "consumers"};
-const std::vector<std::string> kLogLevels = {"trace", "debug", "info",    "warn",
+const std::vector<std::string> kTopLevelRequired = {"sources", "sinks", "checkpoints", "consumers"};
+const std::vector<std::string> kLogLevels = {"trace", "debug",    "info", "warn",
                                              "error", "critical", "off"};
 
 std::string quote(std::string_view text) {
@@ -98,6 +98,7 @@ class DocumentScan {
       }
       const std::string& key = it->first.Scalar();
       std::string child = path.empty() ? key : path + "." + key;
+      keys_.emplace(child, at);
       auto [first, inserted] = first_line.emplace(key, at.line);
       if (!inserted) {
         diagnostics_.add(at, child,
@@ -115,11 +116,19 @@ class DocumentScan {
     return it->second;
   }
 
+  // Where the key ending `path` is written (the first one, if repeated).
+  std::optional<Location> key_at(const std::string& path) const {
+    auto it = keys_.find(path);
+    if (it == keys_.end()) return std::nullopt;
+    return it->second;
+  }
+
  private:
   std::string file_;
   Diagnostics& diagnostics_;
   std::set<int> visited_;
   std::map<std::pair<int, int>, std::string> raw_;
+  std::map<std::string, Location> keys_;
 };
 
 // A name of a source, sink or consumer: it becomes a metric label, a logger name and, for
@@ -148,62 +157,6 @@ bool valid_listen(const std::string& listen) {
   return number >= 1 && number <= 65535;
 }
 
-std::optional<int> digits_at(std::string_view text, std::size_t pos, std::size_t count) {
-  if (pos + count > text.size()) return std::nullopt;
-  int value = 0;
-  for (std::size_t i = pos; i < pos + count; ++i) {
-    if (text[i] < '0' || text[i] > '9') return std::nullopt;
-    value = value * 10 + (text[i] - '0');
-  }
-  return value;
-}
-
-// The zone suffix of an RFC 3339 time ("Z" or "+hh:mm"/"-hh:mm") as seconds east of UTC.
-std::optional<int> parse_zone(std::string_view zone) {
-  if (zone == "Z" || zone == "z") return 0;
-  if (zone.size() != 6 || (zone[0] != '+' && zone[0] != '-') || zone[3] != ':') {
-    return std::nullopt;
-  }
-  auto hours = digits_at(zone, 1, 2);
-  auto minutes = digits_at(zone, 4, 2);
-  if (!hours || !minutes || *hours > 23 || *minutes > 59) return std::nullopt;
-  int seconds = *hours * 3600 + *minutes * 60;
-  return zone[0] == '-' ? -seconds : seconds;
-}
-
-// "2025-11-21T10:00:00.123456Z" or with a "+02:00" offset, to microseconds since the epoch.
-// Digits past the microsecond are dropped.
-std::optional<std::int64_t> parse_rfc3339(std::string_view text) {
-  constexpr std::size_t kSecondsEnd = 19;  // just past "YYYY-MM-DDTHH:MM:SS"
-  if (text.size() <= kSecondsEnd || text[4] != '-' || text[7] != '-' || text[13] != ':' ||
-      text[16] != ':' || (text[10] != 'T' && text[10] != 't' && text[10] != ' ')) {
-    return std::nullopt;
-  }
-  auto year = digits_at(text, 0, 4), month = digits_at(text, 5, 2), day = digits_at(text, 8, 2);
-  auto hour = digits_at(text, 11, 2), minute = digits_at(text, 14, 2);
-  auto second = digits_at(text, 17, 2);
-  if (!year || !month || !day || !hour || !minute || !second) return std::nullopt;
-  std::chrono::year_month_day date{std::chrono::year(*year), std::chrono::month(*month),
-                                   std::chrono::day(*day)};
-  if (!date.ok() || *hour > 23 || *minute > 59 || *second > 60) return std::nullopt;
-
-  std::size_t pos = kSecondsEnd;
-  std::int64_t micros = 0;
-  if (text[pos] == '.') {
-    std::size_t digits = 0;
-    for (++pos; pos < text.size() && text[pos] >= '0' && text[pos] <= '9'; ++pos, ++digits) {
-      if (digits < 6) micros = micros * 10 + (text[pos] - '0');
-    }
-    if (digits == 0) return std::nullopt;
-    for (; digits < 6; ++digits) micros *= 10;
-  }
-  auto offset = parse_zone(text.substr(pos));
-  if (!offset) return std::nullopt;
-  std::int64_t days = std::chrono::sys_days(date).time_since_epoch().count();
-  std::int64_t seconds = days * 86400 + *hour * 3600 + *minute * 60 + *second - *offset;
-  return seconds * 1'000'000 + micros;
-}
-
 std::optional<std::string> getenv_lookup(const std::string& name) {
   const char* value = std::getenv(name.c_str());
   if (!value) return std::nullopt;
@@ -212,8 +165,7 @@ std::optional<std::string> getenv_lookup(const std::string& name) {
 
 class Parser {
  public:
-  Parser(const PluginRegistry& registry, const PluginEnvironment& plugins,
-         const DocumentScan& scan)
+  Parser(const PluginRegistry& registry, const PluginEnvironment& plugins, const DocumentScan& scan)
       : registry_(registry), plugins_(plugins), scan_(scan) {}
 
   DaemonConfig parse(Node& root) {
@@ -248,8 +200,7 @@ class Parser {
     if (auto match = config::closest_match(word, names)) {
       return " (did you mean \"" + *match + "\"?)";
     }
-    if (names.empty()) return "; no " + what + " is defined";
-    return "; " + what + " are: " + join(names);
+    return "; " + what + " are: " + (names.empty() ? "none" : join(names));
   }
 
   std::shared_ptr<spdlog::logger> logger(const std::string& name) const {
@@ -269,10 +220,11 @@ class Parser {
     auto entries = map.entries();
     if (entries.empty()) map.error("at least one " + what + " is required");
     for (auto& [name, entry] : entries) {
-      if (!valid_name(name)) {
-        entry.error("invalid name " + quote(name) +
-                    ": use letters, digits, \"_\", \"-\" and \".\" (not first)");
-      }
+      if (valid_name(name)) continue;
+      auto at = scan_.key_at(entry.path());
+      entry.diagnostics().add(at ? *at : entry.location(), entry.path(),
+                              "invalid name " + quote(name) +
+                                  ": use letters, digits, \"_\", \"-\" and \".\" (not first)");
     }
     return entries;
   }
@@ -362,7 +314,8 @@ class Parser {
 
   void parse_consumer(Node& node, ConsumerConfig& consumer) {
     if (auto source = node.string("source", true)) {
-      if (!contains(source_names_, *source)) {
+      // With no source declared, the sources section has been reported already.
+      if (!source_names_.empty() && !contains(source_names_, *source)) {
         node.error_at("source", "no source named " + shown(node.child("source"), *source) +
                                     suggestion(*source, source_names_, "defined sources"));
       }
@@ -402,7 +355,7 @@ class Parser {
     std::set<std::string> seen;
     for (std::size_t i = 0; i < names->size(); ++i) {
       const std::string& name = (*names)[i];
-      if (!contains(sink_names_, name)) {
+      if (!sink_names_.empty() && !contains(sink_names_, name)) {
         elements[i].error("no sink named " + shown(elements[i], name) +
                           suggestion(name, sink_names_, "defined sinks"));
       } else if (!seen.insert(name).second) {
@@ -424,8 +377,7 @@ class Parser {
       auto op = parse_operation((*names)[i]);
       if (!op) {
         elements[i].error("expected one of " + join(valid) + ", got " +
-                          shown(elements[i], (*names)[i]) +
-                          did_you_mean((*names)[i], valid));
+                          shown(elements[i], (*names)[i]) + did_you_mean((*names)[i], valid));
       } else if (std::find(consumer.operations.begin(), consumer.operations.end(), *op) ==
                  consumer.operations.end()) {
         consumer.operations.push_back(*op);
@@ -479,7 +431,7 @@ class Parser {
   void parse_start_timestamp(Node& node, StartConfig& start) {
     auto text = node.string("timestamp", true);
     if (!text) return;
-    if (auto micros = parse_rfc3339(*text)) {
+    if (auto micros = parse_rfc3339_us(*text)) {
       start.kind = StartConfig::Kind::kTimestamp;
       start.timestamp_us = *micros;
       return;
@@ -523,7 +475,7 @@ class Parser {
     // A wrong on_error was reported already; a dead_letter_sink next to it says nothing new.
     if (!dead_letter && (policy || !node.has("on_error"))) {
       sink_node.error("dead_letter_sink is only used with on_error: dead_letter");
-    } else if (!contains(sink_names_, *sink)) {
+    } else if (!sink_names_.empty() && !contains(sink_names_, *sink)) {
       sink_node.error("no sink named " + shown(sink_node, *sink) +
                       suggestion(*sink, sink_names_, "defined sinks"));
     } else if (contains(consumer.sinks, *sink)) {
@@ -577,8 +529,7 @@ std::optional<YAML::Node> load_document(const std::string& text, const std::stri
   }
   if (documents.empty() || documents.front().IsNull()) {
     diagnostics.add({file, 1, 1}, "",
-                    "the configuration is empty; expected a map with " +
-                        join(kTopLevelRequired));
+                    "the configuration is empty; expected a map with " + join(kTopLevelRequired));
     return std::nullopt;
   }
   for (std::size_t i = 1; i < documents.size(); ++i) {

@@ -14,8 +14,8 @@ namespace {
 // Known keys belong to a YAML map, not to one Node object: child("batch") called twice, even on
 // temporaries, must yield Nodes that see each other's reads, or check_unknown_keys() would flag
 // what was read through the other. yaml-cpp nodes carry no user data and ParseContext has no room
-// for it, so the sets live in this table, found again by map identity, for as long as their
-// context: every Node holds the context, so a set outlives all Nodes of its map.
+// for it, so the sets live in this table, found again by map identity, while their context lives
+// (every Node holds it, so a set outlives all Nodes of its map); dead ones go at the next lookup.
 struct KeySet {
   std::weak_ptr<const ParseContext> context;
   YAML::Node map;
@@ -451,8 +451,7 @@ std::string Node::child_path(const std::string& key) const {
   return path_.empty() ? key : path_ + "." + key;
 }
 
-void Node::report(const YAML::Node& at, const std::string& path,
-                  const std::string& message) const {
+void Node::report(const YAML::Node& at, const std::string& path, const std::string& message) const {
   context_->diagnostics->add(location_of(at, context_->file), path, message);
 }
 
@@ -495,8 +494,14 @@ std::optional<std::chrono::milliseconds> parse_duration(std::string_view text) {
 
 std::optional<std::uint64_t> parse_size(std::string_view text) {
   static const std::vector<std::pair<std::string_view, std::uint64_t>> kUnits = {
-      {"", 1},           {"B", 1},           {"KB", 1000},    {"MB", 1000'000},
-      {"GB", 1000'000'000}, {"KiB", 1ULL << 10}, {"MiB", 1ULL << 20}, {"GiB", 1ULL << 30},
+      {"", 1},
+      {"B", 1},
+      {"KB", 1000},
+      {"MB", 1000'000},
+      {"GB", 1000'000'000},
+      {"KiB", 1ULL << 10},
+      {"MiB", 1ULL << 20},
+      {"GiB", 1ULL << 30},
   };
   std::string_view rest = text;
   auto number = take_digits(rest);

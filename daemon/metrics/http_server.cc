@@ -10,11 +10,10 @@
 
 #include <atomic>
 #include <chrono>
-#include <thread>
-
 #include <exception>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -60,15 +59,10 @@ int log_civetweb_message(const mg_connection*, const char* message) {
   return 1;
 }
 
-// "host:port" (host may be empty, a name, an IPv4 address or a bracketed IPv6 one) to the address a
-// local client can reach the server at.
-std::pair<std::string, std::string> local_address(const std::string& listen) {
-  const auto colon = listen.rfind(':');
-  std::string host = colon == std::string::npos ? "" : listen.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
-  if (host.empty() || host == "0.0.0.0") host = "127.0.0.1";
-  if (host == "::") host = "::1";
-  return {host, colon == std::string::npos ? listen : listen.substr(colon + 1)};
+// The host a local client reaches a server listening on `listen` ("host:port" or ":port") at.
+std::string local_host(const std::string& listen) {
+  const std::string host = listen.substr(0, listen.rfind(':'));
+  return host.empty() || host == "0.0.0.0" ? "127.0.0.1" : host;
 }
 
 // civetweb's accept loop polls with a fixed 2 s timeout and looks at its stop flag only between
@@ -183,12 +177,13 @@ Status HttpServer::start(const std::string& listen) {
     if (errors.empty()) errors = e.what();
   }
   startup_errors = nullptr;
-  if (!server)
+  if (!server) {
     return fail("metrics.listen " + listen + ": cannot start the HTTP server: " + errors);
+  }
   const std::vector<int> bound = server->getListeningPorts();
   if (bound.empty()) return fail("metrics.listen " + listen + ": no port bound");
   server->addHandler("/", impl_->endpoints);
-  impl_->host = local_address(listen).first;
+  impl_->host = local_host(listen);
   impl_->port = bound.front();
   impl_->server = std::move(server);
   return ok();

@@ -34,11 +34,12 @@ Metrics::Metrics()
                                     "Lsn at the end of the source's log, as last observed.")),
       lsn_gaps_(counter_family(*registry_, "cdcd_lsn_gaps_total",
                                "Times the source's lsn jumped by more than one between "
-                               "consecutive transactions.")),
+                               "consecutive transactions (sources with dense lsns only).")),
       checkpoint_lsn_(gauge_family(*registry_, "cdcd_consumer_checkpoint_lsn",
                                    "Lsn of the consumer's last durably saved checkpoint.")),
       lag_bytes_(gauge_family(*registry_, "cdcd_consumer_lag_bytes",
-                              "Bytes of the source's log past the consumer's checkpoint.")),
+                              "Bytes of the source's log past the position every sink of the "
+                              "consumer has acknowledged.")),
       lag_seconds_(gauge_family(*registry_, "cdcd_consumer_lag_seconds",
                                 "Now minus the commit time of the oldest change not yet "
                                 "acknowledged by every sink of the consumer; 0 when caught up.")),
@@ -47,7 +48,7 @@ Metrics::Metrics()
       dead_letters_(counter_family(*registry_, "cdcd_dead_letters_total",
                                    "Records the consumer sent to its dead-letter sink.")),
       events_(counter_family(*registry_, "cdcd_events_total",
-                             "Changes acknowledged by a sink, per consumer and operation.")),
+                             "Changes a sink acknowledged as delivered (rejected ones excluded).")),
       batch_duration_(prometheus::BuildHistogram()
                           .Name("cdcd_sink_batch_duration_seconds")
                           .Help("Time from handing a batch to the sink to its acknowledgement.")

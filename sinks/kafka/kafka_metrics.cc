@@ -66,20 +66,19 @@ KafkaMetrics::TopicCounters KafkaMetrics::topic(const std::string& topic) {
   return TopicCounters{&messages_family_.Add(labels), &bytes_family_.Add(labels)};
 }
 
-bool KafkaMetrics::on_statistics(std::string_view json) {
+bool KafkaMetrics::on_statistics(std::string_view json, std::int64_t reported) {
   auto stats = nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false);
   if (!stats.is_object()) return false;
-  if (auto it = stats.find("msg_cnt"); it != stats.end() && it->is_number()) {
-    queue_messages_->Set(it->get<double>());
-  }
+  queue_messages_->Set(stats.value("msg_cnt", 0.0));
   auto brokers = stats.find("brokers");
   if (brokers == stats.end() || !brokers->is_object()) return false;
-  std::int64_t retries = 0;
+  std::int64_t in_transit = 0;
   bool any_up = false;
   for (const auto& [name, broker] : brokers->items()) {
     if (!broker.is_object()) continue;
     any_up = any_up || broker.value("state", "") == "UP";
-    retries += broker.value("txretries", std::int64_t{0});
+    in_transit += broker.value("outbuf_msg_cnt", std::int64_t{0}) +
+                  broker.value("waitresp_msg_cnt", std::int64_t{0});
     // Bootstrap entries (nodeid -1) are replaced by the real brokers once metadata arrives.
     if (broker.value("nodeid", -1) < 0) continue;
     auto rtt = broker.find("rtt");
@@ -87,8 +86,14 @@ bool KafkaMetrics::on_statistics(std::string_view json) {
     double average_us = rtt->value("avg", 0.0);
     rtt_family_.Add({{"sink", sink_}, {"broker", name}}).Set(average_us / 1e6);
   }
-  if (retries > retries_seen_) retries_->Increment(static_cast<double>(retries - retries_seen_));
-  retries_seen_ = retries;
+  // librdkafka re-sends a message after a retriable produce error without counting it anywhere
+  // but in txmsgs (messages transmitted, retransmissions included). What was transmitted beyond
+  // what has been reported on or is awaiting an answer was sent more than once.
+  std::int64_t retries = stats.value("txmsgs", std::int64_t{0}) - reported - in_transit;
+  if (retries > retries_seen_) {
+    retries_->Increment(static_cast<double>(retries - retries_seen_));
+    retries_seen_ = retries;
+  }
   return any_up;
 }
 

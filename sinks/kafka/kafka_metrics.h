@@ -35,9 +35,10 @@ class KafkaMetrics {
   void set_in_flight(std::int64_t messages) { in_flight_->Set(static_cast<double>(messages)); }
   void count_error() { errors_->Increment(); }
 
-  // Reads librdkafka's statistics JSON: queue depth, per-broker round-trip time, and the retried
-  // requests (added to the sink's retry counter). Returns whether some broker is connected.
-  bool on_statistics(std::string_view json);
+  // Reads librdkafka's statistics JSON: queue depth, per-broker round-trip time, and retried
+  // messages (added to the sink's retry counter). `reported` is the number of delivery reports
+  // received so far. Returns whether some broker is connected.
+  bool on_statistics(std::string_view json, std::int64_t reported);
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
@@ -50,7 +51,7 @@ class KafkaMetrics {
   prometheus::Gauge* queue_messages_;
   prometheus::Counter* errors_;
   prometheus::Counter* retries_;
-  std::int64_t retries_seen_ = 0;  // librdkafka's cumulative txretries at the last statistics
+  std::int64_t retries_seen_ = 0;  // the retry estimate already added to retries_
 };
 
 }  // namespace cdcd::kafka

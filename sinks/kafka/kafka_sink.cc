@@ -38,10 +38,12 @@ using EventPtr = std::unique_ptr<rd_kafka_event_t, Deleter<rd_kafka_event_destro
 using ErrorPtr = std::unique_ptr<rd_kafka_error_t, Deleter<rd_kafka_error_destroy>>;
 using ConfPtr = std::unique_ptr<rd_kafka_conf_t, Deleter<rd_kafka_conf_destroy>>;
 
-// Errors that condemn one message, not the sink: the change can be dead-lettered.
-bool is_message_error(rd_kafka_resp_err_t err) {
+// The broker refuses a whole request's record batch as too large, not the one message at fault:
+// dead-lettering every change of it would drop changes that fit. Only librdkafka's local check
+// (message.max.bytes, at produce time) singles out one change.
+bool is_batch_too_large(rd_kafka_resp_err_t err) {
   return err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE ||
-         err == RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE || err == RD_KAFKA_RESP_ERR_INVALID_RECORD;
+         err == RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE;
 }
 
 std::int64_t now_us() {
@@ -103,6 +105,7 @@ Status KafkaSink::start() {
   if (auto reachable = check_cluster(); !reachable) return reachable;
   if (config_.create_topics && config_.topic.is_constant()) {
     std::shared_lock shared(producer_mutex_);
+    if (producer_ == nullptr) return fail(fmt::format("kafka sink '{}' is stopped", context_.name));
     if (auto handle = topic_handle(config_.topic.text()); !handle) {
       return tl::unexpected(handle.error());
     }
@@ -146,6 +149,7 @@ Status KafkaSink::check_cluster() {
   rd_kafka_resp_err_t err;
   {
     std::shared_lock lock(producer_mutex_);
+    if (producer_ == nullptr) return fail(fmt::format("kafka sink '{}' is stopped", context_.name));
     err = rd_kafka_metadata(producer_, /*all_topics=*/0, nullptr, &metadata, kStartTimeoutMs);
   }
   if (metadata != nullptr) rd_kafka_metadata_destroy(metadata);
@@ -340,10 +344,13 @@ KafkaSink::Produced KafkaSink::produce(PendingBatch& pending, TopicHandle& topic
     pending.outstanding.fetch_sub(1);
     in_flight_.fetch_sub(1);
     if (headers != nullptr) rd_kafka_headers_destroy(headers);
-    if (is_message_error(err)) {
+    if (err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE) {
       metrics_.count_error();
+      auto size = key.size() + (value != nullptr ? value->size() : 0);
       pending.reject(index, describe_failure(topic.name, change, value == nullptr, err,
-                                             fmt::format("{} bytes", key.size() + value->size())));
+                                             fmt::format("{} bytes, more than the producer's "
+                                                         "message.max.bytes",
+                                                         size)));
       return Produced::kRejected;
     }
     if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
@@ -375,8 +382,9 @@ rd_kafka_headers_t* KafkaSink::make_headers(const Change& change, const std::str
 bool KafkaSink::wait_for_queue_space() {
   std::unique_lock lock(space_mutex_);
   ++space_waiters_;
+  auto seen = space_generation_;
   // Timed: a report racing with this wait must not leave the writer asleep for long.
-  space_cv_.wait_for(lock, 20ms, [this] { return stopping_.load(); });
+  space_cv_.wait_for(lock, 20ms, [&] { return stopping_.load() || space_generation_ != seen; });
   --space_waiters_;
   return !stopping_;
 }
@@ -408,6 +416,7 @@ void KafkaSink::deliver(rd_kafka_t* rk, const rd_kafka_message_t& message) {
   auto* topic = static_cast<TopicHandle*>(rd_kafka_topic_opaque(message.rkt));
   PendingBatch& pending = *ref->batch;
   in_flight_.fetch_sub(1);
+  reported_.fetch_add(1);
   if (message.err == RD_KAFKA_RESP_ERR_NO_ERROR) {
     topic->counters.messages->Increment();
     topic->counters.bytes->Increment(static_cast<double>(message.len + message.key_len));
@@ -420,15 +429,21 @@ void KafkaSink::deliver(rd_kafka_t* rk, const rd_kafka_message_t& message) {
     const Change& change = pending.batch->changes[ref->index];
     // The fatal error's own report may come after this one: ask librdkafka directly.
     std::string detail = note_fatal(rk) ? fatal_error_text() : "";
-    auto text = describe_failure(topic->name, change, ref->tombstone, message.err, detail);
-    if (is_message_error(message.err)) {
-      pending.reject(ref->index, std::move(text));
-    } else {
-      pending.fail(std::move(text));
+    if (is_batch_too_large(message.err)) {
+      detail =
+          "the broker refused the request's record batch; set properties.message.max.bytes to at "
+          "most the topic's max.message.bytes so that an oversized change is rejected alone";
     }
+    pending.fail(describe_failure(topic->name, change, ref->tombstone, message.err, detail));
   }
   release(pending);
-  if (space_waiters_ > 0) space_cv_.notify_all();
+  if (space_waiters_ > 0) {
+    {
+      std::lock_guard lock(space_mutex_);
+      ++space_generation_;
+    }
+    space_cv_.notify_all();
+  }
 }
 
 void KafkaSink::release(PendingBatch& pending) {
@@ -482,7 +497,9 @@ void KafkaSink::handle_error(rd_kafka_t* rk, rd_kafka_resp_err_t err, const char
 
 int KafkaSink::on_statistics(rd_kafka_t*, char* json, size_t length, void* opaque) {
   auto* self = static_cast<KafkaSink*>(opaque);
-  if (self->metrics_.on_statistics(std::string_view(json, length))) self->brokers_down_ = false;
+  if (self->metrics_.on_statistics(std::string_view(json, length), self->reported_.load())) {
+    self->brokers_down_ = false;
+  }
   return 0;  // librdkafka frees the JSON
 }
 

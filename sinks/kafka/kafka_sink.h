@@ -118,8 +118,10 @@ class KafkaSink final : public Sink {
   std::mutex space_mutex_;
   std::condition_variable space_cv_;
   std::atomic<int> space_waiters_{0};
+  std::uint64_t space_generation_ = 0;  // bumped by delivery reports while writers wait
 
   std::atomic<std::int64_t> in_flight_{0};
+  std::atomic<std::int64_t> reported_{0};  // delivery reports received, for the retry estimate
   std::atomic<bool> failed_{false};
   std::atomic<bool> fatal_{false};
   std::atomic<bool> brokers_down_{false};

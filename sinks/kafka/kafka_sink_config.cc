@@ -3,8 +3,11 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <memory>
+#include <sstream>
 #include <vector>
 
 #include <librdkafka/rdkafka.h>
@@ -98,6 +101,32 @@ void set_property(std::map<std::string, std::string>& properties, const std::str
   properties[name] = value;
 }
 
+// librdkafka's property names, from its own documentation table, for "did you mean" hints.
+const std::vector<std::string>& librdkafka_property_names() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> result;
+    char* text = nullptr;
+    size_t size = 0;
+    FILE* out = open_memstream(&text, &size);
+    if (out == nullptr) return result;
+    rd_kafka_conf_properties_show(out);
+    std::fclose(out);
+    std::istringstream lines(std::string(text, size));
+    std::free(text);
+    // Table rows look like "name   |  *  | range | default | importance | description".
+    for (std::string line; std::getline(lines, line);) {
+      auto bar = line.find('|');
+      if (bar == std::string::npos || line.starts_with("Property") || line.starts_with("-")) {
+        continue;
+      }
+      auto end = line.find_last_not_of(' ', bar - 1);
+      if (end != std::string::npos) result.push_back(line.substr(0, end + 1));
+    }
+    return result;
+  }();
+  return names;
+}
+
 void read_properties(config::Node& options, KafkaSinkConfig& config) {
   config.properties = default_producer_properties();
   auto user = options.string_map("properties");
@@ -115,9 +144,16 @@ void read_properties(config::Node& options, KafkaSinkConfig& config) {
       }
     }
     char errstr[512];
-    if (rd_kafka_conf_set(scratch.get(), name.c_str(), value.c_str(), errstr, sizeof errstr) !=
-        RD_KAFKA_CONF_OK) {
-      node.error_at(name, std::string("librdkafka: ") + errstr);
+    auto result =
+        rd_kafka_conf_set(scratch.get(), name.c_str(), value.c_str(), errstr, sizeof errstr);
+    if (result != RD_KAFKA_CONF_OK) {
+      std::string hint;
+      if (result == RD_KAFKA_CONF_UNKNOWN) {
+        if (auto match = config::closest_match(name, librdkafka_property_names())) {
+          hint = "; did you mean \"" + *match + "\"?";
+        }
+      }
+      node.error_at(name, std::string("librdkafka: ") + errstr + hint);
       continue;
     }
     set_property(config.properties, name, value);

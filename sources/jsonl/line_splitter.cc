@@ -39,7 +39,7 @@ void LineSplitter::reset(int fd, std::uint64_t offset) {
 void LineSplitter::reallocate(std::size_t capacity) {
   // The padding lets the parser read a line in place, even the last one of the buffer.
   auto grown = std::make_unique<char[]>(capacity + kNativeLinePadding);
-  std::memcpy(grown.get(), buffer_.get() + begin_, end_ - begin_);
+  if (end_ > begin_) std::memcpy(grown.get(), buffer_.get() + begin_, end_ - begin_);
   base_offset_ += begin_;
   end_ -= begin_;
   scanned_ -= begin_;
@@ -87,16 +87,19 @@ void LineSplitter::make_room() {
     begin_ = scanned_ = end_ = 0;
     return;
   }
-  if (begin_ == end_ && capacity_ != kBlockSize) reallocate(kBlockSize);
-  if (end_ < capacity_ && capacity_ - end_ >= capacity_ / 2) return;
-  if (begin_ > 0) {
+  if (capacity_ > kBlockSize && end_ - begin_ <= kBlockSize / 2) {
+    // Back to the normal size once a long line is consumed, so memory does not stay at its peak.
+    reallocate(kBlockSize);
+  } else if (capacity_ - end_ >= capacity_ / 2) {
+    return;
+  } else if (begin_ > 0) {
     std::memmove(buffer_.get(), buffer_.get() + begin_, end_ - begin_);
     base_offset_ += begin_;
     end_ -= begin_;
     scanned_ -= begin_;
     begin_ = 0;
-    if (end_ < capacity_) return;
   }
+  if (end_ < capacity_) return;
   if (capacity_ < max_capacity_) {
     reallocate(std::min(capacity_ * 2, max_capacity_));
     return;

@@ -42,6 +42,8 @@ class LineSplitter {
   bool has_partial() const;
   // File offset up to which the file has been read.
   std::uint64_t read_offset() const { return base_offset_ + end_; }
+  // Bytes of buffer held: one block normally, more only while a long line is being read.
+  std::size_t buffer_capacity() const { return capacity_; }
 
  private:
   void make_room();

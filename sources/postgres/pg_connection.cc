@@ -115,6 +115,9 @@ Result<PgConnection> PgConnection::connect(const std::string& dsn,
   values.push_back(nullptr);
   PgConnection connection(PQconnectdbParams(keywords.data(), values.data(), 1));
   if (connection.conn_ == nullptr) return fail_retryable("out of memory creating a connection");
+  // Server notices ("relation already exists, skipping") would go to stderr unformatted.
+  PQsetNoticeProcessor(
+      connection.conn_, [](void*, const char*) {}, nullptr);
   if (PQstatus(connection.conn_) != CONNECTION_OK) {
     std::string message = trim_message(PQerrorMessage(connection.conn_));
     std::string text = "cannot connect to " + describe_dsn(dsn) + ": " + message;

@@ -19,6 +19,8 @@ namespace {
 constexpr char kHeartbeatPrefix[] = "cdcd_heartbeat";
 constexpr std::chrono::milliseconds kMaxBackoff{30000};
 constexpr std::chrono::milliseconds kFirstBackoff{250};
+// How long a caught-up poll() waits for more before handing its changes to the pipeline.
+constexpr std::chrono::milliseconds kHandOverLinger{2};
 
 std::int64_t now_unix_us() {
   return std::chrono::duration_cast<std::chrono::microseconds>(
@@ -433,6 +435,7 @@ Result<PollOutcome> PostgresSource::disconnected(const Error& error) {
 
 Result<PollOutcome> PostgresSource::poll_stream(Emitter& out, Deadline deadline) {
   PGconn* conn = repl_.get();
+  std::optional<Clock::time_point> hand_over_at;  // set once something was emitted
   while (true) {
     auto now = Clock::now();
     if (auto maintained = maintain(now); !maintained) return disconnected(maintained.error());
@@ -440,6 +443,7 @@ Result<PollOutcome> PostgresSource::poll_stream(Emitter& out, Deadline deadline)
       auto done = emit_pending(out);
       if (!done) return tl::unexpected(done.error());
       if (!*done) return PollOutcome::kMore;
+      if (!hand_over_at) hand_over_at = now + kHandOverLinger;
     }
     if (!out.wants_more() || now >= deadline) return PollOutcome::kMore;
 
@@ -452,7 +456,11 @@ Result<PollOutcome> PostgresSource::poll_stream(Emitter& out, Deadline deadline)
       continue;
     }
     if (length == 0) {
-      auto until = std::min({deadline, next_status_, next_monitor_});
+      // Caught up: what was emitted goes to the pipeline when poll() returns, so return soon
+      // rather than at the deadline; lingering a moment gathers a burst into one hand-over.
+      if (hand_over_at && now >= *hand_over_at) return PollOutcome::kMore;
+      auto until = std::min(
+          {deadline, next_status_, next_monitor_, hand_over_at.value_or(Clock::time_point::max())});
       auto timeout = std::chrono::duration_cast<std::chrono::milliseconds>(until - now).count();
       pollfd fd{PQsocket(conn), POLLIN, 0};
       ::poll(&fd, 1, static_cast<int>(std::clamp<long>(timeout + 1, 0, 1000)));

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <sstream>
 #include <stdexcept>
 
@@ -108,10 +109,11 @@ def cmd_count(bootstrap, timeout, topic):
     print(sum(high for low, high in marks.values()))
     c.close()
 
-def cmd_topics(bootstrap, timeout):
+def cmd_metadata(bootstrap, timeout):
     c = consumer(bootstrap)
     md = c.list_topics(timeout=timeout)
-    print(json.dumps({name: len(t.partitions) for name, t in md.topics.items()}))
+    print(json.dumps({'controller': md.controller_id, 'brokers': sorted(md.brokers.keys()),
+                      'topics': {name: len(t.partitions) for name, t in md.topics.items()}}))
     c.close()
 
 command, bootstrap, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
@@ -119,8 +121,8 @@ if command == 'read':
     cmd_read(bootstrap, timeout, sys.argv[4:])
 elif command == 'count':
     cmd_count(bootstrap, timeout, sys.argv[4])
-elif command == 'topics':
-    cmd_topics(bootstrap, timeout)
+elif command == 'metadata':
+    cmd_metadata(bootstrap, timeout)
 else:
     raise SystemExit('unknown command ' + command)
 )PY";
@@ -257,10 +259,19 @@ std::int64_t KafkaMockCluster::message_count(const std::string& topic) {
 }
 
 std::map<std::string, int> KafkaMockCluster::topics() {
-  auto json = nlohmann::json::parse(run_python({"topics"}, std::chrono::seconds(30)));
+  auto json = nlohmann::json::parse(run_python({"metadata"}, std::chrono::seconds(30)));
   std::map<std::string, int> result;
-  for (const auto& [name, partitions] : json.items()) result[name] = partitions.get<int>();
+  for (const auto& [name, partitions] : json.at("topics").items()) {
+    result[name] = partitions.get<int>();
+  }
   return result;
+}
+
+bool KafkaMockCluster::advertises_controller() {
+  auto json = nlohmann::json::parse(run_python({"metadata"}, std::chrono::seconds(30)));
+  auto brokers = json.at("brokers").get<std::vector<int>>();
+  return std::find(brokers.begin(), brokers.end(), json.at("controller").get<int>()) !=
+         brokers.end();
 }
 
 }  // namespace cdcd::test

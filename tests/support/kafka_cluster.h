@@ -58,6 +58,9 @@ class KafkaMockCluster {
   std::int64_t message_count(const std::string& topic);
   // Topic name → partition count, as the cluster's metadata reports them.
   std::map<std::string, int> topics();
+  // Whether the metadata names one of the brokers as controller. librdkafka 2.0's mock names
+  // broker 0, which does not exist, so admin requests (CreateTopics) cannot succeed against it.
+  bool advertises_controller();
 
  private:
   std::string run_python(const std::vector<std::string>& args, std::chrono::seconds timeout);

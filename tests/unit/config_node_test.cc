@@ -16,7 +16,7 @@ EnvLookup env_of(std::map<std::string, std::string> variables) {
 }
 
 // Parses YAML text into a root Node whose diagnostics name the file "test.yaml".
-class NodeTest : public testing::Test {
+class ConfigNode : public testing::Test {
  protected:
   Node parse(const std::string& text, std::map<std::string, std::string> env = {}) {
     auto context =
@@ -29,7 +29,7 @@ class NodeTest : public testing::Test {
   Diagnostics diagnostics_;
 };
 
-TEST(ParseDuration, AcceptsIntegersAndFractionsWithUnits) {
+TEST(ConfigParseDuration, AcceptsIntegersAndFractionsWithUnits) {
   EXPECT_EQ(parse_duration("250ms"), milliseconds(250));
   EXPECT_EQ(parse_duration("5s"), milliseconds(5000));
   EXPECT_EQ(parse_duration("1m"), milliseconds(60'000));
@@ -39,15 +39,15 @@ TEST(ParseDuration, AcceptsIntegersAndFractionsWithUnits) {
   EXPECT_EQ(parse_duration("0s"), milliseconds(0));
 }
 
-TEST(ParseDuration, RejectsMissingUnitsSpacesSignsAndSubMilliseconds) {
-  for (const char* text : {"5", "5 seconds", "5 s", "5S", "-1s", "+1s", "1.5", "s", "", "1.s",
-                           ".5s", "0.5ms", "1d", "1h30m", "99999999999999999999h",
-                           "9999999999999999h"}) {
+TEST(ConfigParseDuration, RejectsMissingUnitsSpacesSignsAndSubMilliseconds) {
+  for (const char* text :
+       {"5", "5 seconds", "5 s", "5S", "-1s", "+1s", "1.5", "s", "", "1.s", ".5s", "0.5ms", "1d",
+        "1h30m", "99999999999999999999h", "9999999999999999h"}) {
     EXPECT_EQ(parse_duration(text), std::nullopt) << text;
   }
 }
 
-TEST(ParseSize, AcceptsBareBytesAndBinaryAndDecimalUnits) {
+TEST(ConfigParseSize, AcceptsBareBytesAndBinaryAndDecimalUnits) {
   EXPECT_EQ(parse_size("512"), 512u);
   EXPECT_EQ(parse_size("0"), 0u);
   EXPECT_EQ(parse_size("10B"), 10u);
@@ -59,14 +59,14 @@ TEST(ParseSize, AcceptsBareBytesAndBinaryAndDecimalUnits) {
   EXPECT_EQ(parse_size("3GB"), 3'000'000'000u);
 }
 
-TEST(ParseSize, RejectsFractionsSpacesWrongCaseAndOverflow) {
+TEST(ConfigParseSize, RejectsFractionsSpacesWrongCaseAndOverflow) {
   for (const char* text : {"1.5MiB", "16 MiB", "16mib", "16Mb", "-1", "KiB", "", "1TiB",
                            "99999999999999GiB", "1 megabyte"}) {
     EXPECT_EQ(parse_size(text), std::nullopt) << text;
   }
 }
 
-TEST(InterpolateEnv, ReplacesVariablesAndDefaults) {
+TEST(ConfigInterpolateEnv, ReplacesVariablesAndDefaults) {
   auto env = env_of({{"DIR", "/srv"}, {"EMPTY", ""}, {"N", "7"}});
   EXPECT_EQ(interpolate_env("${DIR}/log.jsonl", env).value, "/srv/log.jsonl");
   EXPECT_EQ(interpolate_env("${N}-${N}", env).value, "7-7");
@@ -79,7 +79,7 @@ TEST(InterpolateEnv, ReplacesVariablesAndDefaults) {
   EXPECT_FALSE(interpolate_env("${MISSING:-x}", env).error.has_value());
 }
 
-TEST(InterpolateEnv, DoubleDollarEscapesAndLoneDollarStaysLiteral) {
+TEST(ConfigInterpolateEnv, DoubleDollarEscapesAndLoneDollarStaysLiteral) {
   auto env = env_of({{"A", "x"}});
   EXPECT_EQ(interpolate_env("$${A}", env).value, "${A}");
   EXPECT_EQ(interpolate_env("pa$$word", env).value, "pa$word");
@@ -88,23 +88,22 @@ TEST(InterpolateEnv, DoubleDollarEscapesAndLoneDollarStaysLiteral) {
   EXPECT_EQ(interpolate_env("$$${A}", env).value, "$x");
 }
 
-TEST(InterpolateEnv, UnsetVariableWithoutDefaultIsAnError) {
+TEST(ConfigInterpolateEnv, UnsetVariableWithoutDefaultIsAnError) {
   auto result = interpolate_env("postgres://u:${PGPASSWORD}@db", env_of({}));
   ASSERT_TRUE(result.error.has_value());
   EXPECT_EQ(*result.error, "environment variable \"PGPASSWORD\" is not set");
 }
 
-TEST(InterpolateEnv, MalformedReferencesAreErrors) {
+TEST(ConfigInterpolateEnv, MalformedReferencesAreErrors) {
   auto env = env_of({{"A", "x"}});
   EXPECT_EQ(interpolate_env("${A", env).error, "unterminated \"${\" in \"${A\"");
-  EXPECT_EQ(interpolate_env("${}", env).error,
-            "invalid environment variable name \"\" in \"${}\"");
+  EXPECT_EQ(interpolate_env("${}", env).error, "invalid environment variable name \"\" in \"${}\"");
   EXPECT_EQ(interpolate_env("${A-b}", env).error,
             "invalid environment variable name \"A-b\" in \"${A-b}\"");
   EXPECT_TRUE(interpolate_env("${1A}", env).error.has_value());
 }
 
-TEST(ClosestMatch, SuggestsOnlyCloseCandidates) {
+TEST(ConfigClosestMatch, SuggestsOnlyCloseCandidates) {
   std::vector<std::string> keys = {"max_events", "max_bytes", "max_wait", "max_in_flight"};
   EXPECT_EQ(closest_match("max_evnts", keys), "max_events");
   EXPECT_EQ(closest_match("max_evnets", keys), "max_events");  // a transposition is one edit
@@ -117,7 +116,7 @@ TEST(ClosestMatch, SuggestsOnlyCloseCandidates) {
   EXPECT_EQ(closest_match("anything", {}), std::nullopt);
 }
 
-TEST(Diagnostics, FormatsAndSortsByPositionStably) {
+TEST(ConfigDiagnostics, FormatsAndSortsByPositionStably) {
   Diagnostics diagnostics;
   diagnostics.add({"f.yaml", 3, 5}, "b", "third");
   diagnostics.add({"f.yaml", 1, 9}, "a", "first");
@@ -132,7 +131,7 @@ TEST(Diagnostics, FormatsAndSortsByPositionStably) {
   EXPECT_EQ(Diagnostics().to_string(), "");
 }
 
-TEST_F(NodeTest, ReadsTypedValues) {
+TEST_F(ConfigNode, ReadsTypedValues) {
   Node root = parse(
       "name: demo\nfollow: true\ncount: 42\nwait: 250ms\nbytes: 64KiB\nformat: json\n"
       "list: [a, b]\nprops: {acks: all, retries: 3}\n");
@@ -149,7 +148,7 @@ TEST_F(NodeTest, ReadsTypedValues) {
   EXPECT_EQ(errors(), "");
 }
 
-TEST_F(NodeTest, AbsentOptionalKeysGiveNulloptSilently) {
+TEST_F(ConfigNode, AbsentOptionalKeysGiveNulloptSilently) {
   Node root = parse("a: 1\nempty:\n");
   EXPECT_EQ(root.string("missing"), std::nullopt);
   EXPECT_EQ(root.duration("empty"), std::nullopt);
@@ -158,20 +157,20 @@ TEST_F(NodeTest, AbsentOptionalKeysGiveNulloptSilently) {
   EXPECT_EQ(errors(), "");
 }
 
-TEST_F(NodeTest, MissingRequiredKeyIsReportedAtTheParentMap) {
+TEST_F(ConfigNode, MissingRequiredKeyIsReportedAtTheParentMap) {
   Node root = parse("sources:\n  demo:\n    type: jsonl\n");
   Node demo = root.child("sources").child("demo");
   EXPECT_EQ(demo.string("path", /*required=*/true), std::nullopt);
   EXPECT_EQ(errors(), "test.yaml:3:5: error: sources.demo: missing required key \"path\"\n");
 }
 
-TEST_F(NodeTest, RequiredKeyWithoutValueIsReportedAtTheKey) {
+TEST_F(ConfigNode, RequiredKeyWithoutValueIsReportedAtTheKey) {
   Node root = parse("path:\nother: 1\n");
   EXPECT_EQ(root.string("path", true), std::nullopt);
   EXPECT_EQ(errors(), "test.yaml:1:1: error: path: missing value for required key \"path\"\n");
 }
 
-TEST_F(NodeTest, WrongTypesNameWhatWasExpectedAndWhatWasFound) {
+TEST_F(ConfigNode, WrongTypesNameWhatWasExpectedAndWhatWasFound) {
   Node root = parse(
       "follow: yes please\ncount: lots\nbig: 2000\nwait: 5 seconds\nbare: 5\nbytes: 1 megabyte\n"
       "format: stdot\nname: {a: 1}\nlist: {a: 1}\nitems: [a, [b]]\n");
@@ -202,7 +201,7 @@ TEST_F(NodeTest, WrongTypesNameWhatWasExpectedAndWhatWasFound) {
             "test.yaml:10:12: error: items[1]: expected a string, got a list\n");
 }
 
-TEST_F(NodeTest, IntegerRangesAreDescribedByTheirBounds) {
+TEST_F(ConfigNode, IntegerRangesAreDescribedByTheirBounds) {
   Node root = parse("a: -1\nb: x\nc: 1.5\n");
   root.integer("a", 0, std::numeric_limits<std::int64_t>::max());
   root.integer("b", std::numeric_limits<std::int64_t>::min(), 5);
@@ -214,7 +213,7 @@ TEST_F(NodeTest, IntegerRangesAreDescribedByTheirBounds) {
             "test.yaml:3:4: error: c: expected an integer, got \"1.5\"\n");
 }
 
-TEST_F(NodeTest, UnknownKeysGetASuggestionOrTheListOfValidKeys) {
+TEST_F(ConfigNode, UnknownKeysGetASuggestionOrTheListOfValidKeys) {
   Node root = parse("batch:\n  max_evnts: 10\n  colour: red\n  max_wait: 1s\n");
   Node batch = root.child("batch");
   batch.integer("max_events", 1, 100);
@@ -228,7 +227,7 @@ TEST_F(NodeTest, UnknownKeysGetASuggestionOrTheListOfValidKeys) {
             "max_events, max_wait\n");
 }
 
-TEST_F(NodeTest, NodesOfTheSameMapShareTheirKnownKeys) {
+TEST_F(ConfigNode, NodesOfTheSameMapShareTheirKnownKeys) {
   Node root = parse("batch: {max_events: 10, max_wait: 1s}\n");
   root.child("batch").integer("max_events", 1, 100);
   Node copy = root.child("batch");
@@ -240,22 +239,23 @@ TEST_F(NodeTest, NodesOfTheSameMapShareTheirKnownKeys) {
   EXPECT_EQ(errors(), "");
 }
 
-TEST_F(NodeTest, NodesOfDifferentMapsDoNotShareKnownKeys) {
+TEST_F(ConfigNode, NodesOfDifferentMapsDoNotShareKnownKeys) {
   Node root = parse("a: {x: 1}\nb: {x: 1}\n");
   root.child("a").string("x");
   root.child("b").check_unknown_keys();
   EXPECT_EQ(errors(), "test.yaml:2:5: error: b.x: unknown key \"x\"\n");
 }
 
-TEST_F(NodeTest, MarkKnownAndHasCountAsAsked) {
+TEST_F(ConfigNode, MarkKnownAndHasCountAsAsked) {
   Node root = parse("type: jsonl\nflag: true\nextra: 1\n");
   root.mark_known({"type"});
   EXPECT_TRUE(root.has("flag"));
   root.check_unknown_keys();
-  EXPECT_EQ(errors(), "test.yaml:3:1: error: extra: unknown key \"extra\"; valid keys are: flag, type\n");
+  EXPECT_EQ(errors(),
+            "test.yaml:3:1: error: extra: unknown key \"extra\"; valid keys are: flag, type\n");
 }
 
-TEST_F(NodeTest, ScalarsAreInterpolatedWhenRead) {
+TEST_F(ConfigNode, ScalarsAreInterpolatedWhenRead) {
   Node root = parse("path: ${DIR}/changes.jsonl\nwait: ${WAIT:-2s}\nprops: {a: '${DIR}'}\n",
                     {{"DIR", "/srv"}});
   EXPECT_EQ(root.string("path"), "/srv/changes.jsonl");
@@ -264,15 +264,16 @@ TEST_F(NodeTest, ScalarsAreInterpolatedWhenRead) {
   EXPECT_EQ(errors(), "");
 }
 
-TEST_F(NodeTest, UnsetVariableIsReportedAtTheScalar) {
+TEST_F(ConfigNode, UnsetVariableIsReportedAtTheScalar) {
   Node root = parse("dsn:\n  url: postgres://app:${PGPASSWORD}@db/app\n");
   EXPECT_EQ(root.child("dsn").string("url"), std::nullopt);
   EXPECT_EQ(errors(),
             "test.yaml:2:8: error: dsn.url: environment variable \"PGPASSWORD\" is not set\n");
 }
 
-TEST_F(NodeTest, DiagnosticsNeverShowInterpolatedValues) {
-  Node root = parse("count: ${SECRET}\nmode: ${SECRET}\nwait: ${SECRET}\n", {{"SECRET", "hunter2"}});
+TEST_F(ConfigNode, DiagnosticsNeverShowInterpolatedValues) {
+  Node root =
+      parse("count: ${SECRET}\nmode: ${SECRET}\nwait: ${SECRET}\n", {{"SECRET", "hunter2"}});
   root.integer("count", 1, 10);
   root.one_of("mode", {"a", "b"});
   root.duration("wait");
@@ -287,7 +288,7 @@ TEST_F(NodeTest, DiagnosticsNeverShowInterpolatedValues) {
             "\"${SECRET}\" after interpolation\n");
 }
 
-TEST_F(NodeTest, EntriesAreInFileOrderWithoutLaterDuplicates) {
+TEST_F(ConfigNode, EntriesAreInFileOrderWithoutLaterDuplicates) {
   Node root = parse("m:\n  zeta: 1\n  alpha: 2\n  zeta: 3\n");
   auto entries = root.child("m").entries();
   ASSERT_EQ(entries.size(), 2u);
@@ -299,7 +300,7 @@ TEST_F(NodeTest, EntriesAreInFileOrderWithoutLaterDuplicates) {
   EXPECT_EQ(errors(), "");
 }
 
-TEST_F(NodeTest, ElementsCarryIndexedPathsAndLocations) {
+TEST_F(ConfigNode, ElementsCarryIndexedPathsAndLocations) {
   Node root = parse("sinks:\n  - console\n  - archive\n");
   auto elements = root.child("sinks").elements();
   ASSERT_EQ(elements.size(), 2u);
@@ -310,7 +311,7 @@ TEST_F(NodeTest, ElementsCarryIndexedPathsAndLocations) {
   EXPECT_EQ(errors(), "test.yaml:3:5: error: sinks[1]: no sink named \"archive\"\n");
 }
 
-TEST_F(NodeTest, ExpectMapAndEntriesReportOtherShapes) {
+TEST_F(ConfigNode, ExpectMapAndEntriesReportOtherShapes) {
   Node root = parse("a: [1]\nb: text\n");
   EXPECT_FALSE(root.child("a").expect_map());
   EXPECT_TRUE(root.child("b").entries().empty());
@@ -319,7 +320,7 @@ TEST_F(NodeTest, ExpectMapAndEntriesReportOtherShapes) {
             "test.yaml:2:4: error: b: expected a map, got \"text\"\n");
 }
 
-TEST_F(NodeTest, ErrorAtPointsAtTheValueOrTheParent) {
+TEST_F(ConfigNode, ErrorAtPointsAtTheValueOrTheParent) {
   Node root = parse("m:\n  interval: 0s\n  empty:\n");
   Node m = root.child("m");
   m.error_at("interval", "must be greater than 0");
@@ -331,7 +332,7 @@ TEST_F(NodeTest, ErrorAtPointsAtTheValueOrTheParent) {
             "test.yaml:3:3: error: m.empty: needs a value\n");
 }
 
-TEST_F(NodeTest, EmptyDocumentReportsAtTheFirstLine) {
+TEST_F(ConfigNode, EmptyDocumentReportsAtTheFirstLine) {
   Node root = parse("");
   root.child("sources", true);
   EXPECT_EQ(errors(), "test.yaml:1:1: error: : missing required key \"sources\"\n");

@@ -233,6 +233,28 @@ TEST_F(HttpServerTest, SecondServerOnTheSamePortFailsWithAClearError) {
   EXPECT_EQ(http_get(server_->port(), "/healthz")->status, 200);
 }
 
+TEST_F(HttpServerTest, MalformedListenAddressFailsWithCivetwebsReason) {
+  HttpServer server(metrics_.registry(), {});
+  auto started = server.start("127.0.0.1:notaport");
+  ASSERT_FALSE(started.has_value());
+  EXPECT_NE(started.error().message.find("metrics.listen 127.0.0.1:notaport: "), std::string::npos)
+      << started.error().message;
+}
+
+TEST(HttpServer, ListensOnAllInterfacesOrANamedHost) {
+  Metrics metrics;
+  for (const std::string listen : {":0", "0.0.0.0:0", "localhost:0"}) {
+    HttpServer server(metrics.registry(), {});
+    auto started = server.start(listen);
+    ASSERT_TRUE(started.has_value()) << listen << ": " << started.error().message;
+    auto healthz = http_get(server.port(), "/healthz");
+    ASSERT_TRUE(healthz.has_value()) << listen;
+    EXPECT_EQ(healthz->status, 200) << listen;
+    server.stop();
+    EXPECT_FALSE(http_get(server.port(), "/healthz").has_value()) << listen;
+  }
+}
+
 TEST_F(HttpServerTest, StopClosesThePort) {
   start();
   const int port = server_->port();

@@ -1,0 +1,764 @@
+#include "daemon/pipeline/consumer.h"
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "tests/support/fakes.h"
+#include "tests/support/test_util.h"
+
+namespace cdcd {
+namespace {
+
+using std::chrono::milliseconds;
+using test::AckMode;
+using test::end_offset;
+using test::FakeSink;
+using test::make_bad_record;
+using test::make_change;
+using test::make_end;
+using test::transaction;
+using test::wait_until;
+
+constexpr auto kForever = std::chrono::hours(1);
+const std::string kName = "c";
+
+std::vector<SourceEvent> transactions(std::uint64_t first, std::uint64_t last,
+                                      std::uint32_t changes = 1,
+                                      const std::string& entity = "public.orders") {
+  std::vector<SourceEvent> events;
+  for (std::uint64_t lsn = first; lsn <= last; ++lsn) {
+    for (auto& event : transaction(lsn, changes, entity)) events.push_back(std::move(event));
+  }
+  return events;
+}
+
+std::vector<SourceEvent> concat(std::vector<std::vector<SourceEvent>> parts) {
+  std::vector<SourceEvent> all;
+  for (auto& part : parts) {
+    for (auto& event : part) all.push_back(std::move(event));
+  }
+  return all;
+}
+
+std::vector<std::size_t> batch_sizes(const FakeSink& sink) {
+  std::vector<std::size_t> sizes;
+  for (const auto& batch : sink.batches()) sizes.push_back(batch->changes.size());
+  return sizes;
+}
+
+class ConsumerTest : public ::testing::Test {
+ protected:
+  static ConsumerConfig base_config() {
+    ConsumerConfig config;
+    config.name = kName;
+    config.source = "demo";
+    config.batch.max_events = 100;
+    config.batch.max_wait = milliseconds(10);
+    return config;
+  }
+
+  std::unique_ptr<Consumer> make(ConsumerConfig config, std::vector<NamedSink> sinks,
+                                 std::optional<NamedSink> dead_letter = std::nullopt,
+                                 milliseconds checkpoint_interval = milliseconds(10)) {
+    for (const auto& sink : sinks) config.sinks.push_back(sink.name);
+    if (dead_letter) {
+      config.on_error = OnError::kDeadLetter;
+      config.dead_letter_sink = dead_letter->name;
+    }
+    ConsumerSetup setup;
+    setup.config = std::move(config);
+    setup.source_type = "fake";
+    setup.source = &source_;
+    setup.sinks = std::move(sinks);
+    setup.dead_letter = std::move(dead_letter);
+    setup.store = &store_;
+    setup.checkpoint_interval = checkpoint_interval;
+    setup.metrics = &metrics_;
+    setup.log = test::null_logger();
+    auto consumer = std::make_unique<Consumer>(std::move(setup));
+    EXPECT_TRUE(consumer->load_checkpoint());
+    return consumer;
+  }
+
+  // What a source runner does: queue only the events the consumer wants.
+  static void feed(Consumer& consumer, std::vector<SourceEvent> events, bool end = false) {
+    std::vector<SourceEvent> wanted;
+    std::size_t bytes = 0;
+    for (auto& event : events) {
+      if (!consumer.wants(event)) continue;
+      bytes += byte_size(event);
+      wanted.push_back(std::move(event));
+    }
+    consumer.queue().push(std::move(wanted), bytes, end);
+  }
+
+  static bool wait_stopped(Consumer& consumer) {
+    bool stopped = wait_until([&] { return consumer.state() != ConsumerState::kRunning; });
+    consumer.join();
+    return stopped;
+  }
+
+  // Every save moved forward, to the end of a transaction.
+  void expect_saves_well_formed() const {
+    std::uint64_t previous = 0;
+    for (const auto& saved : store_.saves(kName)) {
+      EXPECT_GT(saved.lsn, previous) << "checkpoint moved backwards or was saved twice";
+      EXPECT_EQ(saved.offset, end_offset(saved.lsn)) << "not a transaction end";
+      EXPECT_GT(saved.saved_at_us, 0);
+      previous = saved.lsn;
+    }
+  }
+
+  std::uint64_t max_saved_lsn() const {
+    std::uint64_t highest = 0;
+    for (const auto& saved : store_.saves(kName)) highest = std::max(highest, saved.lsn);
+    return highest;
+  }
+
+  double events_counted(const std::string& sink, Operation op = Operation::kInsert) {
+    return metrics_.events(kName, sink, op).Value();
+  }
+
+  Metrics metrics_;
+  test::MemoryCheckpointStore store_;
+  test::FakeSource source_;
+};
+
+TEST_F(ConsumerTest, BatchesByMaxEvents) {
+  FakeSink sink;
+  auto config = base_config();
+  config.batch.max_events = 4;
+  config.batch.max_wait = kForever;
+  auto consumer = make(config, {{"a", &sink}});
+  consumer->start();
+  feed(*consumer, transactions(1, 10), true);
+  ASSERT_TRUE(wait_stopped(*consumer));
+  EXPECT_EQ(consumer->state(), ConsumerState::kFinished) << consumer->status().error;
+  EXPECT_EQ(batch_sizes(sink), (std::vector<std::size_t>{4, 4, 2}));
+  auto batches = sink.batches();
+  for (std::size_t i = 0; i < batches.size(); ++i) {
+    EXPECT_EQ(batches[i]->consumer, kName);
+    EXPECT_EQ(batches[i]->source_name, "demo");
+    EXPECT_EQ(batches[i]->connector, "fake");
+    if (i > 0) {
+      EXPECT_GT(batches[i]->id, batches[i - 1]->id);
+    }
+  }
+  ASSERT_TRUE(store_.latest(kName));
+  EXPECT_EQ(store_.latest(kName)->lsn, 10u);
+  EXPECT_EQ(store_.latest(kName)->offset, end_offset(10));
+  EXPECT_EQ(store_.latest(kName)->commit_time_us, make_end(10).timestamp_us);
+  expect_saves_well_formed();
+}
+
+TEST_F(ConsumerTest, BatchesByMaxBytes) {
+  FakeSink sink;
+  const std::size_t change_bytes = make_change(1).byte_size();
+  auto config = base_config();
+  config.batch.max_events = 1000;
+  config.batch.max_bytes = 3 * change_bytes;
+  config.batch.max_wait = kForever;
+  auto consumer = make(config, {{"a", &sink}});
+  consumer->start();
+  feed(*consumer, transactions(1, 7), true);
+  ASSERT_TRUE(wait_stopped(*consumer));
+  EXPECT_EQ(consumer->state(), ConsumerState::kFinished);
+  EXPECT_EQ(batch_sizes(sink), (std::vector<std::size_t>{3, 3, 1}));
+  for (const auto& batch : sink.batches())
+    EXPECT_EQ(batch->bytes, batch->changes.size() * change_bytes);
+  EXPECT_EQ(store_.latest_lsn(kName), 7u);
+}
+
+TEST_F(ConsumerTest, MaxWaitFlushesAPartialBatch) {
+  FakeSink sink;
+  auto config = base_config();
+  config.batch.max_events = 1000;
+  config.batch.max_wait = milliseconds(20);
+  auto consumer = make(config, {{"a", &sink}});
+  consumer->start();
+  feed(*consumer, transaction(1, 3));  // no end of stream: only max_wait can flush it
+  ASSERT_TRUE(wait_until([&] { return sink.changes().size() == 3; }));
+  ASSERT_TRUE(wait_until([&] { return store_.latest_lsn(kName) == 1; }));
+  EXPECT_EQ(consumer->state(), ConsumerState::kRunning);
+  feed(*consumer, {}, true);
+  ASSERT_TRUE(wait_stopped(*consumer));
+  EXPECT_EQ(consumer->state(), ConsumerState::kFinished);
+}
+
+TEST_F(ConsumerTest, TransactionsSpanningBatchesKeepOrderWithAsyncAcks) {
+  FakeSink sink(AckMode::kAsync);
+  auto config = base_config();
+  config.batch.max_events = 7;
+  config.batch.max_wait = kForever;
+  auto consumer = make(config, {{"a", &sink}});
+  consumer->start();
+  feed(*consumer, transactions(1, 200, 3), true);
+  ASSERT_TRUE(wait_stopped(*consumer));
+  EXPECT_EQ(consumer->state(), ConsumerState::kFinished) << consumer->status().error;
+  auto changes = sink.changes();
+  ASSERT_EQ(changes.size(), 600u);
+  for (std::size_t i = 0; i < changes.size(); ++i) {
+    EXPECT_EQ(changes[i].lsn, i / 3 + 1);
+    EXPECT_EQ(changes[i].seq, i % 3);
+  }
+  EXPECT_EQ(store_.latest_lsn(kName), 200u);
+  EXPECT_EQ(consumer->saved_lsn(), 200u);
+  expect_saves_well_formed();
+  EXPECT_EQ(events_counted("a"), 600);
+}
+
+TEST_F(ConsumerTest, CheckpointWaitsForEverySink) {
+  FakeSink fast;
+  FakeSink slow(AckMode::kHold);
+  auto config = base_config();
+  config.batch.max_events = 1;
+  config.batch.max_in_flight = 10;
+  auto consumer = make(config, {{"fast", &fast}, {"slow", &slow}});
+  consumer->start();
+  feed(*consumer, transactions(1, 5));
+  ASSERT_TRUE(wait_until([&] { return slow.held() == 5; }));
+  ASSERT_TRUE(slow.release_batch(1));
+  ASSERT_TRUE(slow.release_batch(2));
+  ASSERT_TRUE(wait_until([&] { return store_.latest_lsn(kName) == 2; }));
+  // Batch 4 acknowledged by both sinks, batch 3 only by the fast one: the frontier stays at 2.
+  ASSERT_TRUE(slow.release_batch(4));
+  EXPECT_EQ(fast.unacknowledged(), 0u);
+  consumer->abort();  // its final save sees every acknowledgement released above
+  consumer->join();
+  EXPECT_EQ(store_.latest_lsn(kName), 2u);
+  EXPECT_EQ(max_saved_lsn(), 2u);
+  expect_saves_well_formed();
+}
+
+TEST_F(ConsumerTest, CheckpointAdvancesOnceTheSlowSinkCatchesUp) {
+  FakeSink fast;
+  FakeSink slow(AckMode::kHold);
+  auto config = base_config();
+  config.batch.max_events = 1;
+  config.batch.max_in_flight = 10;
+  auto consumer = make(config, {{"fast", &fast}, {"slow", &slow}});
+  consumer->start();
+  feed(*consumer, transactions(1, 5), true);
+  ASSERT_TRUE(wait_until([&] { return slow.held() == 5; }));
+  EXPECT_EQ(slow.release_newest_first(), 5u);
+  ASSERT_TRUE(wait_stopped(*consumer));
+  EXPECT_EQ(consumer->state(), ConsumerState::kFinished);
+  EXPECT_EQ(store_.latest_lsn(kName), 5u);
+  expect_saves_well_formed();
+}
+
+TEST_F(ConsumerTest, OutOfOrderAcknowledgementsAcrossBatches) {
+  FakeSink sink(AckMode::kHold);
+  auto config = base_config();
+  config.batch.max_events = 2;
+  config.batch.max_wait = kForever;
+  config.batch.max_in_flight = 10;
+  auto consumer = make(config, {{"a", &sink}});
+  consumer->start();
+  // Transactions of 3 changes in batches of 2: batch k holds parts of two transactions.
+  feed(*consumer, transactions(1, 4, 3));
+  ASSERT_TRUE(wait_until([&] { return sink.held() == 6; }));
+  for (std::uint64_t id : {6, 5, 4, 2}) ASSERT_TRUE(sink.release_batch(id));
+  consumer->abort();
+  consumer->join();
+  // Batch 1 (lsn 1 seq 0-1) is the only one left, and it opens the log: nothing is complete.
+  EXPECT_TRUE(store_.saves(kName).empty());
+  EXPECT_EQ(consumer->saved_lsn(), 0u);
+}
+
+TEST_F(ConsumerTest, OutOfOrderAcknowledgementsUpToAGap) {
+  FakeSink sink(AckMode::kHold);
+  auto config = base_config();
+  config.batch.max_events = 2;
+  config.batch.max_wait = kForever;
+  config.batch.max_in_flight = 10;
+  auto consumer = make(config, {{"a", &sink}});
+  consumer->start();
+  feed(*consumer, transactions(1, 4, 3));
+  ASSERT_TRUE(wait_until([&] { return sink.held() == 6; }));
+  // Batches: 1=[1.0 1.1] 2=[1.2 2.0] 3=[2.1 2.2] 4=[3.0 3.1] 5=[3.2 4.0] 6=[4.1 4.2].
+  for (std::uint64_t id : {2, 6, 1, 5, 3}) ASSERT_TRUE(sink.release_batch(id));
+  consumer->abort();
+  consumer->join();
+  EXPECT_EQ(store_.latest_lsn(kName), 2u) << "batch 4 holds transaction 3";
+  expect_saves_well_formed();
+}
+
+TEST_F(ConsumerTest, MaxInFlightIsRespected) {
+  FakeSink sink(AckMode::kHold);
+  auto config = base_config();
+  config.batch.max_events = 1;
+  config.batch.max_in_flight = 3;
+  auto consumer = make(config, {{"a", &sink}});
+  consumer->start();
+  constexpr std::size_t kBatches = 20;
+  feed(*consumer, transactions(1, kBatches), true);
+  for (std::size_t released = 0; released < kBatches; ++released) {
+    const std::size_t expected_held = std::min<std::size_t>(3, kBatches - released);
+    ASSERT_TRUE(wait_until([&] { return sink.held() == expected_held; }))
+        << "after " << released << " releases, held " << sink.held();
+    ASSERT_LE(sink.max_unacknowledged(), 3u);
+    sink.release_oldest(1);
+  }
+  ASSERT_TRUE(wait_stopped(*consumer));
+  EXPECT_EQ(consumer->state(), ConsumerState::kFinished);
+  EXPECT_EQ(sink.batch_count(), kBatches);
+  EXPECT_EQ(sink.max_unacknowledged(), 3u);
+  EXPECT_EQ(store_.latest_lsn(kName), kBatches);
+}
+
+TEST_F(ConsumerTest, SinkFailureFailsTheConsumerNamingSinkAndRange) {
+  FakeSink a;
+  FakeSink b;
+  b.fail_at(3, "disk full");
+  auto config = base_config();
+  config.batch.max_events = 2;
+  config.batch.max_wait = kForever;
+  auto consumer = make(config, {{"a", &a}, {"b", &b}});
+  consumer->start();
+  feed(*consumer, transactions(1, 6), true);
+  ASSERT_TRUE(wait_stopped(*consumer));
+  EXPECT_EQ(consumer->state(), ConsumerState::kFailed);
+  EXPECT_FALSE(consumer->accepting());
+  const std::string error = consumer->status().error;
+  EXPECT_NE(error.find("sink b"), std::string::npos) << error;
+  EXPECT_NE(error.find("lsn 3..4"), std::string::npos) << error;
+  EXPECT_NE(error.find("disk full"), std::string::npos) << error;
+  EXPECT_EQ(consumer->status().state, ConsumerState::kFailed);
+  EXPECT_EQ(store_.latest_lsn(kName), 2u) << "batch [1, 2] was acknowledged by both sinks";
+  EXPECT_EQ(max_saved_lsn(), 2u);
+}
+
+TEST_F(ConsumerTest, RejectedChangeWithStopFails) {
+  FakeSink sink;
+  sink.reject(2, 0, "record too large");
+  auto config = base_config();
+  config.batch.max_events = 1;
+  auto consumer = make(config, {{"a", &sink}});
+  consumer->start();
+  feed(*consumer, transactions(1, 4), true);
+  ASSERT_TRUE(wait_stopped(*consumer));
+  EXPECT_EQ(consumer->state(), ConsumerState::kFailed);
+  const std::string error = consumer->status().error;
+  EXPECT_NE(error.find("sink a"), std::string::npos) << error;
+  EXPECT_NE(error.find("lsn 2"), std::string::npos) << error;
+  EXPECT_NE(error.find("record too large"), std::string::npos) << error;
+  EXPECT_LE(max_saved_lsn(), 1u);
+}
+
+TEST_F(ConsumerTest, RejectedChangeGoesToTheDeadLetterSink) {
+  FakeSink sink;
+  sink.reject(2, 1, "record too large");
+  FakeSink dead_letters(AckMode::kHold);
+  auto consumer = make(base_config(), {{"a", &sink}}, NamedSink{"dlq", &dead_letters});
+  consumer->start();
+  feed(*consumer, transactions(1, 3, 2), true);
+  ASSERT_TRUE(wait_until([&] { return dead_letters.held() == 1; }));
+
+  auto letters = dead_letters.changes();
+  ASSERT_EQ(letters.size(), 1u);
+  EXPECT_EQ(letters[0].entity, "cdcd.dead_letter");
+  EXPECT_EQ(letters[0].lsn, 2u);
+  auto body = nlohmann::json::parse(letters[0].new_row);
+  EXPECT_NE(body["reason"].get<std::string>().find("record too large"), std::string::npos)
+      << body.dump();
+  EXPECT_EQ(body["sink"], "a");
+  EXPECT_EQ(body["consumer"], kName);
+  ASSERT_TRUE(body["change"].is_object()) << body.dump();
+  EXPECT_EQ(body["change"]["lsn"], 2);
+  EXPECT_EQ(body["change"]["seq"], 1);
+  EXPECT_EQ(body["change"]["entity"], "public.orders");
+  EXPECT_EQ(body["change"]["key"], nlohmann::json::parse(make_change(2, 1).key));
+  EXPECT_EQ(metrics_.consumer(kName).dead_letters->Value(), 1);
+
+  // Everything else is delivered, but the frontier waits for the dead letter.
+  ASSERT_TRUE(wait_until([&] { return events_counted("a") == 5; }));
+  EXPECT_LT(max_saved_lsn(), 2u);
+  EXPECT_EQ(consumer->state(), ConsumerState::kRunning);
+  ASSERT_EQ(dead_letters.release_oldest(), 1u);
+  ASSERT_TRUE(wait_stopped(*consumer));
+  EXPECT_EQ(consumer->state(), ConsumerState::kFinished) << consumer->status().error;
+  EXPECT_EQ(store_.latest_lsn(kName), 3u);
+  expect_saves_well_formed();
+}
+
+TEST_F(ConsumerTest, UnacknowledgedDeadLetterHoldsTheCheckpoint) {
+  FakeSink sink;
+  sink.reject(2, 0, "record too large");
+  FakeSink dead_letters(AckMode::kHold);
+  auto config = base_config();
+  config.batch.max_events = 1;
+  auto consumer = make(config, {{"a", &sink}}, NamedSink{"dlq", &dead_letters});
+  consumer->start();
+  feed(*consumer, transactions(1, 4));
+  ASSERT_TRUE(wait_until([&] { return dead_letters.held() == 1 && events_counted("a") == 3; }));
+  consumer->abort();
+  consumer->join();
+  EXPECT_EQ(store_.latest_lsn(kName), 1u);
+  EXPECT_EQ(max_saved_lsn(), 1u);
+}
+
+TEST_F(ConsumerTest, DeadLetterSinkFailureFailsTheConsumer) {
+  FakeSink sink;
+  sink.reject(2, 0, "record too large");
+  FakeSink dead_letters;
+  dead_letters.fail_at(2, "dlq unreachable");
+  auto config = base_config();
+  config.batch.max_events = 1;
+  auto consumer = make(config, {{"a", &sink}}, NamedSink{"dlq", &dead_letters});
+  consumer->start();
+  feed(*consumer, transactions(1, 4), true);
+  ASSERT_TRUE(wait_stopped(*consumer));
+  EXPECT_EQ(consumer->state(), ConsumerState::kFailed);
+  const std::string error = consumer->status().error;
+  EXPECT_NE(error.find("sink dlq"), std::string::npos) << error;
+  EXPECT_NE(error.find("dlq unreachable"), std::string::npos) << error;
+  EXPECT_LE(max_saved_lsn(), 1u);
+}
+
+// A dead letter the dead-letter sink refuses went nowhere: moving on would lose the change.
+TEST_F(ConsumerTest, DeadLetterRejectedByTheDeadLetterSinkFailsTheConsumer) {
+  FakeSink sink;
+  sink.reject(2, 0, "record too large");
+  FakeSink dead_letters;
+  dead_letters.reject(2, 0, "dead letter too large as well");
+  auto config = base_config();
+  config.batch.max_events = 1;
+  auto consumer = make(config, {{"a", &sink}}, NamedSink{"dlq", &dead_letters});
+  consumer->start();
+  feed(*consumer, transactions(1, 4), true);
+  ASSERT_TRUE(wait_stopped(*consumer));
+  ASSERT_EQ(dead_letters.changes().size(), 1u);
+  EXPECT_EQ(consumer->state(), ConsumerState::kFailed);
+  EXPECT_LE(max_saved_lsn(), 1u) << "the change at lsn 2 reached no sink";
+}
+
+TEST_F(ConsumerTest, BadRecordWithStopNamesLocationAndReason) {
+  FakeSink sink;
+  auto consumer = make(base_config(), {{"a", &sink}});
+  consumer->start();
+  feed(*consumer,
+       concat(
+           {transaction(1),
+            {make_bad_record(1, "{\"lsn\": ", "invalid JSON: unexpected end", "changes.jsonl:57")},
+            transaction(2)}),
+       true);
+  ASSERT_TRUE(wait_stopped(*consumer));
+  EXPECT_EQ(consumer->state(), ConsumerState::kFailed);
+  const std::string error = consumer->status().error;
+  EXPECT_NE(error.find("changes.jsonl:57"), std::string::npos) << error;
+  EXPECT_NE(error.find("invalid JSON: unexpected end"), std::string::npos) << error;
+  for (const auto& change : sink.changes()) EXPECT_LT(change.lsn, 2u);
+  EXPECT_LE(max_saved_lsn(), 1u);
+}
+
+TEST_F(ConsumerTest, BadRecordWithDeadLetter) {
+  FakeSink sink;
+  FakeSink dead_letters(AckMode::kHold);
+  auto consumer = make(base_config(), {{"a", &sink}}, NamedSink{"dlq", &dead_letters});
+  consumer->start();
+  feed(*consumer,
+       concat(
+           {transaction(1),
+            {make_bad_record(1, "{\"lsn\": ", "invalid JSON: unexpected end", "changes.jsonl:57")},
+            transaction(2)}),
+       true);
+  ASSERT_TRUE(wait_until([&] { return dead_letters.held() == 1; }));
+  auto letters = dead_letters.changes();
+  ASSERT_EQ(letters.size(), 1u);
+  auto body = nlohmann::json::parse(letters[0].new_row);
+  EXPECT_EQ(body["raw"], "{\"lsn\": ");
+  EXPECT_EQ(body["reason"], "invalid JSON: unexpected end");
+  EXPECT_EQ(body["location"], "changes.jsonl:57");
+  EXPECT_EQ(body["consumer"], kName);
+  EXPECT_EQ(metrics_.consumer(kName).dead_letters->Value(), 1);
+
+  ASSERT_TRUE(wait_until([&] { return sink.changes().size() == 2; }));
+  EXPECT_LT(max_saved_lsn(), 2u);
+  ASSERT_EQ(dead_letters.release_oldest(), 1u);
+  ASSERT_TRUE(wait_stopped(*consumer));
+  EXPECT_EQ(consumer->state(), ConsumerState::kFinished) << consumer->status().error;
+  EXPECT_EQ(store_.latest_lsn(kName), 2u);
+  expect_saves_well_formed();
+}
+
+TEST_F(ConsumerTest, UnacknowledgedBadRecordDeadLetterHoldsTheCheckpoint) {
+  FakeSink sink;
+  FakeSink dead_letters(AckMode::kHold);
+  auto config = base_config();
+  config.batch.max_events = 1;
+  auto consumer = make(config, {{"a", &sink}}, NamedSink{"dlq", &dead_letters});
+  consumer->start();
+  feed(*consumer, concat({transaction(1),
+                          {make_bad_record(1, "x", "bad", "f:2")},
+                          transaction(2),
+                          transaction(3)}));
+  ASSERT_TRUE(wait_until([&] { return dead_letters.held() == 1 && events_counted("a") == 3; }));
+  consumer->abort();
+  consumer->join();
+  EXPECT_EQ(store_.latest_lsn(kName), 1u);
+  EXPECT_EQ(max_saved_lsn(), 1u);
+}
+
+TEST_F(ConsumerTest, FilteredTransactionsAdvanceTheCheckpoint) {
+  FakeSink sink;
+  auto config = base_config();
+  config.entities = {"public.orders"};
+  config.operations = {Operation::kInsert};
+  auto consumer = make(config, {{"a", &sink}});
+  consumer->start();
+  feed(*consumer,
+       concat({transaction(1), transaction(2, 2, "public.customers"),
+               transaction(3, 1, "public.orders", Operation::kDelete)}),
+       true);
+  ASSERT_TRUE(wait_stopped(*consumer));
+  EXPECT_EQ(consumer->state(), ConsumerState::kFinished);
+  auto changes = sink.changes();
+  ASSERT_EQ(changes.size(), 1u);
+  EXPECT_EQ(changes[0].lsn, 1u);
+  EXPECT_EQ(store_.latest_lsn(kName), 3u);
+}
+
+TEST_F(ConsumerTest, StartFromCheckpoint) {
+  FakeSink sink;
+  store_.put(kName, Checkpoint{10, end_offset(10), 123, 456});
+  auto consumer = make(base_config(), {{"a", &sink}});
+  StartPosition position = consumer->start_position();
+  EXPECT_EQ(position.first_lsn, 11u);
+  ASSERT_TRUE(position.has_resume);
+  EXPECT_EQ(position.resume.lsn, 10u);
+  EXPECT_EQ(position.resume.offset, end_offset(10));
+  EXPECT_EQ(consumer->saved_lsn(), 10u);
+  ASSERT_TRUE(consumer->status().checkpoint);
+  EXPECT_EQ(consumer->status().checkpoint->lsn, 10u);
+
+  EXPECT_FALSE(consumer->wants(make_change(10)));
+  EXPECT_TRUE(consumer->wants(make_change(11)));
+  EXPECT_FALSE(consumer->wants(make_end(10)));
+  EXPECT_TRUE(consumer->wants(make_end(11)));
+  EXPECT_FALSE(consumer->wants(make_bad_record(9, "x", "bad", "f:1")));
+  EXPECT_TRUE(consumer->wants(make_bad_record(10, "x", "bad", "f:1")));
+
+  // Resuming re-reads nothing and checkpoints on from there.
+  consumer->start();
+  feed(*consumer, transactions(9, 12), true);
+  ASSERT_TRUE(wait_stopped(*consumer));
+  auto changes = sink.changes();
+  ASSERT_EQ(changes.size(), 2u);
+  EXPECT_EQ(changes[0].lsn, 11u);
+  EXPECT_EQ(store_.latest_lsn(kName), 12u);
+  expect_saves_well_formed();
+}
+
+TEST_F(ConsumerTest, StartFromCheckpointWithoutOne) {
+  FakeSink sink;
+  auto consumer = make(base_config(), {{"a", &sink}});
+  EXPECT_EQ(consumer->start_position().first_lsn, 0u);
+  EXPECT_FALSE(consumer->start_position().has_resume);
+  EXPECT_EQ(consumer->saved_lsn(), 0u);
+  EXPECT_TRUE(consumer->wants(make_change(0)));
+  EXPECT_TRUE(consumer->wants(make_end(0)));
+  EXPECT_TRUE(consumer->wants(make_bad_record(0, "x", "bad", "f:1")));
+}
+
+TEST_F(ConsumerTest, StartFromBeginning) {
+  FakeSink sink;
+  auto config = base_config();
+  config.start.kind = StartConfig::Kind::kBeginning;
+  auto consumer = make(config, {{"a", &sink}});
+  EXPECT_EQ(consumer->start_position().first_lsn, 0u);
+  EXPECT_FALSE(consumer->start_position().has_resume);
+  EXPECT_TRUE(consumer->wants(make_change(1)));
+  EXPECT_TRUE(consumer->wants(make_end(1)));
+}
+
+TEST_F(ConsumerTest, StartFromLsn) {
+  FakeSink sink;
+  auto config = base_config();
+  config.start.kind = StartConfig::Kind::kLsn;
+  config.start.lsn = 50;
+  auto consumer = make(config, {{"a", &sink}});
+  EXPECT_EQ(consumer->start_position().first_lsn, 50u);
+  EXPECT_FALSE(consumer->start_position().has_resume);
+  EXPECT_FALSE(consumer->wants(make_change(49)));
+  EXPECT_TRUE(consumer->wants(make_change(50)));
+  EXPECT_FALSE(consumer->wants(make_end(49)));
+  EXPECT_TRUE(consumer->wants(make_end(50)));
+
+  consumer->start();
+  feed(*consumer, transactions(48, 51), true);
+  ASSERT_TRUE(wait_stopped(*consumer));
+  auto changes = sink.changes();
+  ASSERT_EQ(changes.size(), 2u);
+  EXPECT_EQ(changes[0].lsn, 50u);
+  EXPECT_EQ(store_.latest_lsn(kName), 51u);
+}
+
+TEST_F(ConsumerTest, StartFromTimestamp) {
+  FakeSink sink;
+  const std::int64_t from = make_change(20).timestamp_us;
+  auto config = base_config();
+  config.start.kind = StartConfig::Kind::kTimestamp;
+  config.start.timestamp_us = from;
+  auto consumer = make(config, {{"a", &sink}});
+  EXPECT_EQ(consumer->start_position().first_lsn, 0u);
+  EXPECT_FALSE(consumer->wants(make_change(19)));
+  EXPECT_TRUE(consumer->wants(make_change(20)));
+  EXPECT_TRUE(consumer->wants(make_change(21)));
+
+  consumer->start();
+  feed(*consumer, transactions(18, 21), true);
+  ASSERT_TRUE(wait_stopped(*consumer));
+  auto changes = sink.changes();
+  ASSERT_EQ(changes.size(), 2u);
+  EXPECT_EQ(changes[0].lsn, 20u);
+  EXPECT_EQ(store_.latest_lsn(kName), 21u);
+}
+
+TEST_F(ConsumerTest, WantsAppliesTheFilters) {
+  FakeSink sink;
+  auto config = base_config();
+  config.entities = {"public.*"};
+  config.exclude_entities = {"public.secrets"};
+  config.operations = {Operation::kUpdate};
+  auto consumer = make(config, {{"a", &sink}});
+  EXPECT_TRUE(consumer->wants(make_change(1, 0, "public.orders", Operation::kUpdate)));
+  EXPECT_FALSE(consumer->wants(make_change(1, 0, "public.orders", Operation::kInsert)));
+  EXPECT_FALSE(consumer->wants(make_change(1, 0, "public.secrets", Operation::kUpdate)));
+  EXPECT_FALSE(consumer->wants(make_change(1, 0, "audit.log", Operation::kUpdate)));
+  EXPECT_TRUE(consumer->wants(make_end(1))) << "ends of filtered transactions move the checkpoint";
+}
+
+TEST_F(ConsumerTest, LoadingACheckpointThatFailsIsAnError) {
+  FakeSink sink;
+  store_.set_failing(true);
+  ConsumerSetup setup;
+  setup.config = base_config();
+  setup.source = &source_;
+  setup.sinks = {{"a", &sink}};
+  setup.store = &store_;
+  setup.metrics = &metrics_;
+  setup.log = test::null_logger();
+  Consumer consumer(std::move(setup));
+  auto loaded = consumer.load_checkpoint();
+  ASSERT_FALSE(loaded);
+  EXPECT_NE(loaded.error().message.find(kName), std::string::npos) << loaded.error().message;
+}
+
+TEST_F(ConsumerTest, FailedCheckpointSaveIsRetried) {
+  FakeSink sink;
+  auto consumer = make(base_config(), {{"a", &sink}});
+  store_.set_failing(true);
+  consumer->start();
+  feed(*consumer, transactions(1, 3));
+  ASSERT_TRUE(wait_until([&] { return events_counted("a") == 3; }));
+  EXPECT_EQ(consumer->state(), ConsumerState::kRunning) << "a failed save is not fatal";
+  EXPECT_EQ(consumer->saved_lsn(), 0u);
+  store_.set_failing(false);
+  ASSERT_TRUE(wait_until([&] { return store_.latest_lsn(kName) == 3; }));
+  EXPECT_EQ(consumer->saved_lsn(), 3u);
+}
+
+TEST_F(ConsumerTest, LagMetricsReturnToZeroWhenCaughtUp) {
+  FakeSink sink(AckMode::kHold);
+  const auto now_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  const std::int64_t ten_seconds_ago = now_us - 10'000'000;
+  source_.set_head_offset(end_offset(5));
+  auto config = base_config();
+  config.batch.max_events = 1;
+  auto consumer = make(config, {{"a", &sink}});
+  ConsumerMetrics gauges = metrics_.consumer(kName);
+  consumer->start();
+  std::vector<SourceEvent> events;
+  for (std::uint64_t lsn = 1; lsn <= 5; ++lsn) {
+    for (auto& event : transaction(lsn, 1, "public.orders", Operation::kInsert, ten_seconds_ago)) {
+      events.push_back(std::move(event));
+    }
+  }
+  feed(*consumer, std::move(events));
+  ASSERT_TRUE(wait_until([&] {
+    return gauges.lag_seconds->Value() >= 10 && gauges.lag_bytes->Value() == end_offset(5);
+  })) << gauges.lag_seconds->Value()
+      << " s, " << gauges.lag_bytes->Value() << " bytes";
+  // Acknowledge everything as it comes (max_in_flight holds the last batch back until then).
+  ASSERT_TRUE(wait_until([&] {
+    sink.release_oldest(10);
+    return store_.latest_lsn(kName) == 5;
+  }));
+  ASSERT_TRUE(wait_until([&] {
+    return gauges.lag_seconds->Value() == 0 && gauges.lag_bytes->Value() == 0 &&
+           gauges.queue_bytes->Value() == 0;
+  })) << gauges.lag_seconds->Value()
+      << " s, " << gauges.lag_bytes->Value() << " bytes";
+  EXPECT_EQ(gauges.checkpoint_lsn->Value(), 5);
+  auto status = consumer->status();
+  EXPECT_EQ(status.lag_seconds, 0);
+  EXPECT_EQ(status.lag_bytes, 0u);
+  ASSERT_TRUE(status.checkpoint);
+  EXPECT_EQ(status.checkpoint->lsn, 5u);
+}
+
+TEST_F(ConsumerTest, QueuedChangesCountTowardsLag) {
+  FakeSink sink(AckMode::kHold);
+  auto config = base_config();
+  config.batch.max_events = 1;
+  config.batch.max_in_flight = 1;
+  auto consumer = make(config, {{"a", &sink}});
+  ConsumerMetrics gauges = metrics_.consumer(kName);
+  consumer->start();
+  feed(*consumer, transactions(1, 5));
+  // One batch in flight; the rest waits in the consumer: lag is measured from the oldest of all.
+  ASSERT_TRUE(wait_until([&] { return sink.held() == 1; }));
+  ASSERT_TRUE(wait_until([&] { return gauges.queue_bytes->Value() > 0; }));
+  EXPECT_GT(gauges.lag_seconds->Value(), 0);
+}
+
+TEST_F(ConsumerTest, EndOfStreamDrainsAndSavesAFinalCheckpoint) {
+  FakeSink sink(AckMode::kAsync);
+  auto config = base_config();
+  config.batch.max_wait = kForever;
+  auto consumer = make(config, {{"a", &sink}}, std::nullopt, kForever);
+  consumer->start();
+  feed(*consumer, transactions(1, 50, 2), true);
+  ASSERT_TRUE(wait_stopped(*consumer));
+  EXPECT_EQ(consumer->state(), ConsumerState::kFinished);
+  EXPECT_EQ(sink.changes().size(), 100u);
+  auto saves = store_.saves(kName);
+  ASSERT_EQ(saves.size(), 1u) << "only the final save within an hour-long interval";
+  EXPECT_EQ(saves[0].lsn, 50u);
+  EXPECT_EQ(consumer->saved_lsn(), 50u);
+  EXPECT_EQ(consumer->status().state, ConsumerState::kFinished);
+}
+
+TEST_F(ConsumerTest, FailFromOutsideStopsTakingEvents) {
+  FakeSink sink;
+  auto consumer = make(base_config(), {{"a", &sink}});
+  consumer->start();
+  consumer->fail("source demo: permission denied");
+  ASSERT_TRUE(wait_stopped(*consumer));
+  EXPECT_EQ(consumer->state(), ConsumerState::kFailed);
+  EXPECT_FALSE(consumer->accepting());
+  EXPECT_EQ(consumer->status().error, "source demo: permission denied");
+}
+
+TEST_F(ConsumerTest, LateAcknowledgementAfterTheConsumerIsGone) {
+  FakeSink sink(AckMode::kHold);
+  {
+    auto consumer = make(base_config(), {{"a", &sink}});
+    consumer->start();
+    feed(*consumer, transactions(1, 2));
+    ASSERT_TRUE(wait_until([&] { return sink.held() > 0; }));
+  }
+  // The acknowledgement callbacks outlive the consumer; firing them must be harmless.
+  EXPECT_GT(sink.release_oldest(10), 0u);
+}
+
+}  // namespace
+}  // namespace cdcd

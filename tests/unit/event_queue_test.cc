@@ -1,0 +1,182 @@
+#include "daemon/pipeline/event_queue.h"
+
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "tests/support/fakes.h"
+#include "tests/support/test_util.h"
+
+namespace cdcd {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+using test::make_change;
+using test::make_end;
+
+// Far enough that reaching it means the wait was not woken as it should have been.
+constexpr auto kLongWait = std::chrono::seconds(30);
+
+std::vector<SourceEvent> events_of(std::vector<SourceEvent> events) { return events; }
+
+TEST(EventQueueTest, BoundedInBytes) {
+  EventQueue queue(100);
+  EXPECT_TRUE(queue.has_room());
+  EXPECT_EQ(queue.bytes(), 0u);
+  queue.push(events_of({make_end(1)}), 60);
+  EXPECT_TRUE(queue.has_room());
+  EXPECT_EQ(queue.bytes(), 60u);
+  queue.push(events_of({make_end(2)}), 40);
+  EXPECT_FALSE(queue.has_room()) << "full at exactly the bound";
+  // The producer asks has_room() first, so a chunk may overshoot; the bytes still add up.
+  queue.push(events_of({make_end(3)}), 50);
+  EXPECT_EQ(queue.bytes(), 150u);
+  std::deque<SourceEvent> out;
+  EXPECT_EQ(queue.pop_all(out, Clock::now()), 150u);
+  EXPECT_EQ(out.size(), 3u);
+  EXPECT_EQ(queue.bytes(), 0u);
+  EXPECT_TRUE(queue.has_room());
+}
+
+TEST(EventQueueTest, PopAllKeepsOrderAndAppends) {
+  EventQueue queue(1 << 20);
+  queue.push(events_of({make_change(1), make_end(1)}), 2);
+  queue.push(events_of({make_change(2)}), 1);
+  std::deque<SourceEvent> out;
+  out.emplace_back(make_change(0));
+  queue.pop_all(out, Clock::now());
+  ASSERT_EQ(out.size(), 4u);
+  EXPECT_EQ(std::get<Change>(out[0]).lsn, 0u);
+  EXPECT_EQ(std::get<Change>(out[1]).lsn, 1u);
+  EXPECT_EQ(std::get<TransactionEnd>(out[2]).lsn, 1u);
+  EXPECT_EQ(std::get<Change>(out[3]).lsn, 2u);
+}
+
+TEST(EventQueueTest, PushClearsTheMovedChunk) {
+  EventQueue queue(1 << 20);
+  std::vector<SourceEvent> chunk{make_change(1)};
+  queue.push(std::move(chunk), 1);
+  EXPECT_TRUE(chunk.empty());  // NOLINT(bugprone-use-after-move): the producer reuses it
+}
+
+TEST(EventQueueTest, PopAllWaitsUntilTheDeadlineWhenEmpty) {
+  EventQueue queue(100);
+  std::deque<SourceEvent> out;
+  auto before = Clock::now();
+  EXPECT_EQ(queue.pop_all(out, before + milliseconds(50)), 0u);
+  EXPECT_GE(Clock::now() - before, milliseconds(50));
+  EXPECT_TRUE(out.empty());
+}
+
+TEST(EventQueueTest, PopAllReturnsWhenEventsArrive) {
+  EventQueue queue(100);
+  auto popped = std::async(std::launch::async, [&queue] {
+    std::deque<SourceEvent> out;
+    queue.pop_all(out, Clock::now() + kLongWait);
+    return out.size();
+  });
+  ASSERT_EQ(popped.wait_for(milliseconds(20)), std::future_status::timeout);
+  queue.push(events_of({make_change(1), make_end(1)}), 10);
+  ASSERT_EQ(popped.wait_for(kLongWait / 2), std::future_status::ready);
+  EXPECT_EQ(popped.get(), 2u);
+}
+
+TEST(EventQueueTest, EndOfStreamWakesAndSticks) {
+  EventQueue queue(100);
+  EXPECT_FALSE(queue.end_of_stream());
+  auto popped = std::async(std::launch::async, [&queue] {
+    std::deque<SourceEvent> out;
+    return queue.pop_all(out, Clock::now() + kLongWait);
+  });
+  queue.push({}, 0, true);
+  ASSERT_EQ(popped.wait_for(kLongWait / 2), std::future_status::ready);
+  EXPECT_EQ(popped.get(), 0u);
+  EXPECT_TRUE(queue.end_of_stream());
+  queue.push(events_of({make_end(1)}), 1);
+  EXPECT_TRUE(queue.end_of_stream());
+  std::deque<SourceEvent> out;
+  auto before = Clock::now();
+  queue.pop_all(out, before + kLongWait);
+  EXPECT_LT(Clock::now() - before, kLongWait / 2) << "an ended stream never blocks";
+  EXPECT_EQ(out.size(), 1u);
+}
+
+TEST(EventQueueTest, EndOfStreamWithTheLastChunk) {
+  EventQueue queue(100);
+  queue.push(events_of({make_change(1), make_end(1)}), 10, true);
+  EXPECT_TRUE(queue.end_of_stream());
+  std::deque<SourceEvent> out;
+  EXPECT_EQ(queue.pop_all(out, Clock::now()), 10u);
+  EXPECT_EQ(out.size(), 2u);
+}
+
+TEST(EventQueueTest, WakeInterruptsAWaitingPop) {
+  EventQueue queue(100);
+  std::atomic<bool> returned{false};
+  std::thread popper([&] {
+    std::deque<SourceEvent> out;
+    queue.pop_all(out, Clock::now() + kLongWait);
+    returned = true;
+  });
+  queue.wake();
+  ASSERT_TRUE(test::wait_until([&] { return returned.load(); }, kLongWait / 2));
+  popper.join();
+}
+
+TEST(EventQueueTest, WakeBeforePopIsNotLostButConsumedOnce) {
+  EventQueue queue(100);
+  queue.wake();
+  std::deque<SourceEvent> out;
+  auto before = Clock::now();
+  queue.pop_all(out, before + kLongWait);
+  EXPECT_LT(Clock::now() - before, kLongWait / 2);
+  before = Clock::now();
+  queue.pop_all(out, before + milliseconds(30));
+  EXPECT_GE(Clock::now() - before, milliseconds(30)) << "the wake was consumed by the first pop";
+}
+
+TEST(EventQueueTest, OldestChangeTimestampIsTheFirstQueuedChange) {
+  EventQueue queue(1 << 20);
+  EXPECT_FALSE(queue.oldest_change_timestamp().has_value());
+  queue.push(events_of({make_end(1, 111)}), 1);
+  EXPECT_FALSE(queue.oldest_change_timestamp().has_value()) << "an end is not a change";
+  queue.push(events_of({make_change(2, 0, "t", Operation::kInsert, 222),
+                        make_change(2, 1, "t", Operation::kInsert, 333)}),
+             2);
+  EXPECT_EQ(queue.oldest_change_timestamp(), 222);
+  std::deque<SourceEvent> out;
+  queue.pop_all(out, Clock::now());
+  EXPECT_FALSE(queue.oldest_change_timestamp().has_value());
+}
+
+TEST(EventQueueTest, WaitForRoomReturnsOnceDrained) {
+  EventQueue queue(10);
+  queue.push(events_of({make_end(1)}), 10);
+  ASSERT_FALSE(queue.has_room());
+  std::atomic<bool> returned{false};
+  std::thread producer([&] {
+    queue.wait_for_room(Clock::now() + kLongWait);
+    returned = true;
+  });
+  std::deque<SourceEvent> out;
+  queue.pop_all(out, Clock::now());
+  ASSERT_TRUE(test::wait_until([&] { return returned.load(); }, kLongWait / 2));
+  producer.join();
+  EXPECT_TRUE(queue.has_room());
+}
+
+TEST(EventQueueTest, WaitForRoomGivesUpAtTheDeadline) {
+  EventQueue queue(10);
+  queue.push(events_of({make_end(1)}), 10);
+  auto before = Clock::now();
+  queue.wait_for_room(before + milliseconds(30));
+  EXPECT_GE(Clock::now() - before, milliseconds(30));
+  EXPECT_FALSE(queue.has_room());
+}
+
+}  // namespace
+}  // namespace cdcd
