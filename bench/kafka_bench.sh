@@ -2,7 +2,9 @@
 # Benchmark (not a test): COUNT changes jsonl -> Kafka (librdkafka's mock cluster, 3 brokers) in
 # native format through cdcd, compared in the same run with `kcat -P -l` producing the same
 # messages (same key, same value bytes) to the same cluster with the same producer settings.
-# Prints both rates, the ratio, and cdcd's peak RSS (median of RUNS runs).
+# Prints both rates, the ratio, and cdcd's peak RSS (median of RUNS runs). Also measures the Kafka
+# sink alone (bench/kafka_sink_bench.cc: batches parsed beforehand, no source or pipeline), to tell
+# the sink's cost from the rest of cdcd's.
 # Usage: bench/kafka_bench.sh [COUNT] [RUNS]      (BUILD_DIR overrides the build directory)
 set -euo pipefail
 count=${1:-1000000}
@@ -22,8 +24,8 @@ trap cleanup EXIT
 
 command -v kcat >/dev/null || { echo "kcat is required (apt-get install kcat)" >&2; exit 2; }
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCDCD_TESTS=ON \
-  -DCDCD_BENCH=OFF >/dev/null
-cmake --build "$build" --target cdcd kafka_mock_cluster -- -j2 >/dev/null
+  -DCDCD_BENCH=ON >/dev/null
+cmake --build "$build" --target cdcd kafka_mock_cluster kafka_sink_bench -- -j2 >/dev/null
 
 python3 "$root/bench/generate_changelog.py" --count "$count" --keys 20000 \
   --output "$work/changes.jsonl"
@@ -67,10 +69,11 @@ topic_count() {
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-cdcd_rates=() cdcd_rss=() kcat_rates=()
+cdcd_rates=() cdcd_rss=() kcat_rates=() sink_rates=()
 for run in $(seq "$runs"); do
   mock create_topic "bench.cdcd.$run" "$partitions" 3
   mock create_topic "bench.kcat.$run" "$partitions" 3
+  mock create_topic "bench.sink.$run" "$partitions" 3
   {
     cat <<YAML
 sources:
@@ -114,13 +117,23 @@ YAML
   [ "$produced" -eq "$count" ] || { echo "kcat produced $produced messages, expected $count" >&2; exit 1; }
   kcat_rates+=("$(echo "$count / ($end - $start)" | bc -l)")
 
-  printf 'run %d: cdcd %.0f changes/s (peak RSS %d KiB), kcat -P %.0f messages/s, ratio %.2f\n' \
-    "$run" "${cdcd_rates[-1]}" "${cdcd_rss[-1]}" "${kcat_rates[-1]}" \
+  # The sink alone. It keeps every parsed change in memory: its RSS is not cdcd's.
+  sink_out=$(timeout 600 "$build/bench/kafka_sink_bench" "$bootstrap" "bench.sink.$run" \
+    "$work/changes.jsonl")
+  produced=$(topic_count "bench.sink.$run")
+  [ "$produced" -eq "$count" ] || { echo "the sink produced $produced messages, expected $count" >&2; exit 1; }
+  sink_rates+=("$(echo "$sink_out" | sed -n 's/.*: \([0-9.]*\) changes\/s/\1/p')")
+
+  printf 'run %d: cdcd %.0f changes/s (peak RSS %d KiB), sink alone %.0f changes/s, kcat -P %.0f messages/s, ratio cdcd/kcat %.2f\n' \
+    "$run" "${cdcd_rates[-1]}" "${cdcd_rss[-1]}" "${sink_rates[-1]}" "${kcat_rates[-1]}" \
     "$(echo "${cdcd_rates[-1]} / ${kcat_rates[-1]}" | bc -l)"
 done
 
 cdcd_rate=$(printf '%s\n' "${cdcd_rates[@]}" | median)
 kcat_rate=$(printf '%s\n' "${kcat_rates[@]}" | median)
+sink_rate=$(printf '%s\n' "${sink_rates[@]}" | median)
 rss=$(printf '%s\n' "${cdcd_rss[@]}" | median)
 printf 'median: cdcd %.0f changes/s, kcat -P %.0f messages/s, ratio %.2f (target >= 0.8); cdcd peak RSS %.1f MiB\n' \
   "$cdcd_rate" "$kcat_rate" "$(echo "$cdcd_rate / $kcat_rate" | bc -l)" "$(echo "$rss / 1024" | bc -l)"
+printf 'median: the Kafka sink alone %.0f changes/s, ratio to kcat %.2f\n' \
+  "$sink_rate" "$(echo "$sink_rate / $kcat_rate" | bc -l)"

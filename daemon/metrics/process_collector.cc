@@ -3,8 +3,10 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <limits>
 #include <optional>
 #include <sstream>
@@ -14,13 +16,13 @@ namespace cdcd {
 
 namespace {
 
-// The fields of /proc/self/stat this collector uses (proc(5) numbering in comments).
+// The fields of /proc/self/stat this collector uses.
 struct ProcStat {
-  double user_ticks = 0;      // 14 utime
-  double system_ticks = 0;    // 15 stime
-  double start_ticks = 0;     // 22 starttime, since boot
-  double virtual_bytes = 0;   // 23 vsize
-  double resident_pages = 0;  // 24 rss
+  double user_ticks = 0;
+  double system_ticks = 0;
+  double start_ticks = 0;  // since boot
+  double virtual_bytes = 0;
+  double resident_pages = 0;
 };
 
 std::optional<ProcStat> read_proc_stat() {
@@ -30,32 +32,12 @@ std::optional<ProcStat> read_proc_stat() {
   // The command name (field 2) is in parentheses and may itself contain spaces and ')'.
   const auto comm_end = line.rfind(')');
   if (comm_end == std::string::npos) return std::nullopt;
-  std::istringstream fields(line.substr(comm_end + 1));
-  std::string skip;
-  ProcStat stat;
-  for (int field = 3; field <= 24; ++field) {
-    switch (field) {
-      case 14:
-        fields >> stat.user_ticks;
-        break;
-      case 15:
-        fields >> stat.system_ticks;
-        break;
-      case 22:
-        fields >> stat.start_ticks;
-        break;
-      case 23:
-        fields >> stat.virtual_bytes;
-        break;
-      case 24:
-        fields >> stat.resident_pages;
-        break;
-      default:
-        fields >> skip;
-    }
-  }
-  if (!fields) return std::nullopt;
-  return stat;
+  std::istringstream rest(line.substr(comm_end + 1));
+  const std::vector<std::string> fields{std::istream_iterator<std::string>(rest), {}};
+  // Numbered as in proc(5): the first field after the name is field 3.
+  auto field = [&](std::size_t number) { return std::strtod(fields[number - 3].c_str(), nullptr); };
+  if (fields.size() < 24 - 2) return std::nullopt;
+  return ProcStat{field(14), field(15), field(22), field(23), field(24)};
 }
 
 std::optional<double> boot_time_seconds() {

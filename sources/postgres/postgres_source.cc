@@ -21,6 +21,7 @@ constexpr std::chrono::milliseconds kMaxBackoff{30000};
 constexpr std::chrono::milliseconds kFirstBackoff{250};
 // How long a caught-up poll() waits for more before handing its changes to the pipeline.
 constexpr std::chrono::milliseconds kHandOverLinger{2};
+constexpr std::chrono::microseconds kReadCoalescing{100};
 
 std::int64_t now_unix_us() {
   return std::chrono::duration_cast<std::chrono::microseconds>(
@@ -463,7 +464,10 @@ Result<PollOutcome> PostgresSource::poll_stream(Emitter& out, Deadline deadline)
           {deadline, next_status_, next_monitor_, hand_over_at.value_or(Clock::time_point::max())});
       auto timeout = std::chrono::duration_cast<std::chrono::milliseconds>(until - now).count();
       pollfd fd{PQsocket(conn), POLLIN, 0};
-      ::poll(&fd, 1, static_cast<int>(std::clamp<long>(timeout + 1, 0, 1000)));
+      int ready = ::poll(&fd, 1, static_cast<int>(std::clamp<long>(timeout + 1, 0, 1000)));
+      // The walsender sends every message as its own small packet; reading the moment the first
+      // one lands costs a wake-up per message. A short pause lets a few arrive together.
+      if (ready > 0) std::this_thread::sleep_for(kReadCoalescing);
       if (PQconsumeInput(conn) == 0) {
         return disconnected(
             Error{"replication connection lost: " + std::string(PQerrorMessage(conn)), true});

@@ -319,15 +319,17 @@ TEST_F(KafkaSinkTest, InvalidTopicNameRejectsTheChange) {
 // Two consumers write concurrently while a broker goes down, produce requests fail with retriable
 // errors and a broker answers slowly: every change arrives exactly once, each key in lsn order.
 TEST_F(KafkaSinkTest, BrokerFailuresMidStreamLoseNothingAndKeepPerKeyOrder) {
+  constexpr int kWriters = 2, kBatches = 40, kBatchSize = 100, kKeysPerWriter = 20;
+  constexpr int kTotal = kWriters * kBatches * kBatchSize;
+  // Declared before the sink: acks still pending when an assertion returns early fire while the
+  // sink is destroyed, and must find these alive.
+  std::atomic<int> written{0}, acked{0};
+  std::mutex failures_mutex;
+  std::vector<std::string> failures;
   cluster_->create_topic("orders", 6);
   auto sink = start_sink("topic: orders\nformat: native");
   ASSERT_NE(sink, nullptr);
 
-  constexpr int kWriters = 2, kBatches = 40, kBatchSize = 100, kKeysPerWriter = 20;
-  constexpr int kTotal = kWriters * kBatches * kBatchSize;
-  std::atomic<int> written{0}, acked{0};
-  std::mutex failures_mutex;
-  std::vector<std::string> failures;
   std::map<std::string, std::vector<std::uint64_t>> expected;  // key → lsns in write order
   for (int w = 0; w < kWriters; ++w) {
     for (int b = 0; b < kBatches; ++b) {
@@ -357,7 +359,7 @@ TEST_F(KafkaSinkTest, BrokerFailuresMidStreamLoseNothingAndKeepPerKeyOrder) {
       std::this_thread::sleep_for(5ms);
     }
   };
-  std::vector<std::thread> writers;
+  std::vector<std::jthread> writers;  // joined on every way out
   for (int w = 0; w < kWriters; ++w) writers.emplace_back(writer, w);
 
   ASSERT_TRUE(wait_until([&] { return acked >= kTotal / 5; }, 60s));
@@ -371,7 +373,7 @@ TEST_F(KafkaSinkTest, BrokerFailuresMidStreamLoseNothingAndKeepPerKeyOrder) {
   EXPECT_LT(acked.load(), kTotal) << "the outage must hold some messages back";
   cluster_->broker_up(1);
   cluster_->must("rtt 2 0");
-  for (auto& thread : writers) thread.join();
+  writers.clear();
   ASSERT_TRUE(sink->flush(std::chrono::steady_clock::now() + 90s));
   EXPECT_EQ(acked.load(), kTotal);
   EXPECT_TRUE(failures.empty()) << failures.front();

@@ -233,6 +233,9 @@ TEST_F(ConsumerTest, CheckpointWaitsForEverySink) {
   EXPECT_EQ(store_.latest_lsn(kName), 2u);
   EXPECT_EQ(max_saved_lsn(), 2u);
   expect_saves_well_formed();
+  EXPECT_EQ(consumer->state(), ConsumerState::kFailed);
+  EXPECT_NE(consumer->status().error.find("shutdown timeout"), std::string::npos)
+      << consumer->status().error;
 }
 
 TEST_F(ConsumerTest, CheckpointAdvancesOnceTheSlowSinkCatchesUp) {
