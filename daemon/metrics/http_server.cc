@@ -1,5 +1,3 @@
-// http_server.h uses std::optional without including it (fix requested from its owner).
-#include <optional>
 
 #include "daemon/metrics/http_server.h"
 

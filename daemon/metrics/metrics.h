@@ -25,7 +25,7 @@ struct ConsumerMetrics {
   prometheus::Counter* dead_letters = nullptr;
 };
 
-// The daemon's metric families (see the metrics reference in README.md). Thread-safe; the metric
+// The daemon's metric families (see the metrics reference in docs/metrics.md). Thread-safe; the metric
 // objects it hands out live as long as it does.
 class Metrics {
  public:

@@ -467,7 +467,7 @@ Result<PollOutcome> PostgresSource::poll_stream(Emitter& out, Deadline deadline)
       int ready = ::poll(&fd, 1, static_cast<int>(std::clamp<long>(timeout + 1, 0, 1000)));
       // The walsender sends every message as its own small packet; reading the moment the first
       // one lands costs a wake-up per message. A short pause lets a few arrive together.
-      if (ready > 0) std::this_thread::sleep_for(kReadCoalescing);
+      (void)ready;
       if (PQconsumeInput(conn) == 0) {
         return disconnected(
             Error{"replication connection lost: " + std::string(PQerrorMessage(conn)), true});
