@@ -168,10 +168,13 @@ void print_checkpoint(const std::string& consumer, const std::optional<Checkpoin
     std::printf("consumer %s has no checkpoint\n", consumer.c_str());
     return;
   }
+  // `checkpoint set --lsn` knows no commit time.
+  std::string committed = checkpoint->commit_time_us == 0
+                              ? std::string("at an unknown time")
+                              : format_rfc3339(checkpoint->commit_time_us);
   std::printf("consumer %s: lsn %llu, offset %llu, committed %s, saved %s\n", consumer.c_str(),
               static_cast<unsigned long long>(checkpoint->lsn),
-              static_cast<unsigned long long>(checkpoint->offset),
-              format_rfc3339(checkpoint->commit_time_us).c_str(),
+              static_cast<unsigned long long>(checkpoint->offset), committed.c_str(),
               format_rfc3339(checkpoint->saved_at_us).c_str());
 }
 

@@ -1,4 +1,3 @@
-
 #include "daemon/metrics/http_server.h"
 
 #include <CivetServer.h>

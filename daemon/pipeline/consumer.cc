@@ -1,6 +1,7 @@
 #include "daemon/pipeline/consumer.h"
 
 #include <algorithm>
+#include <limits>
 
 #include <nlohmann/json.hpp>
 
@@ -13,6 +14,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr auto kIdleWake = std::chrono::milliseconds(100);
 constexpr std::size_t kEventsPerClockCheck = 64;
+constexpr std::int64_t kNone = std::numeric_limits<std::int64_t>::min();
 constexpr std::string_view kDeadLetterEntity = "cdcd.dead_letter";
 
 std::int64_t now_us() {
@@ -199,6 +201,11 @@ void Consumer::handle(SourceEvent&& event) {
   } else {
     const auto& bad = std::get<BadRecord>(event);
     if (setup_.config.on_error == OnError::kStop) {
+      // Deliver and checkpoint everything before the bad record, so that the stop position does
+      // not depend on batch timing.
+      flush_batch();
+      wait_for_all_acks();
+      save_checkpoint();
       set_failed(bad.location + ": " + bad.reason + " (after lsn " + std::to_string(bad.last_lsn) +
                  ")");
     } else {
@@ -288,6 +295,12 @@ void Consumer::process_ack(Ack& ack) {
     set_failed("sink " + sink_name + " failed on " + range + ": " + ack.report.failure->message);
     return;
   }
+  if (from_dead_letter_sink && !ack.report.rejected.empty()) {
+    // Nowhere left to put it: stopping is the only way not to lose the record.
+    set_failed("dead-letter sink " + sink_name + " rejected a dead letter for lsn " +
+               std::to_string(changes.front().lsn) + ": " + ack.report.rejected.front().reason);
+    return;
+  }
   if (!from_dead_letter_sink) {
     batch_durations_[ack.sink]->Observe(
         std::chrono::duration<double>(Clock::now() - ack.written_at).count());
@@ -374,7 +387,8 @@ void Consumer::save_checkpoint() {
 }
 
 void Consumer::update_metrics() {
-  std::size_t queued = queue_.bytes() + pending_bytes_;
+  // Publishes the consumer thread's view; refresh_metrics() turns it into gauges from any thread,
+  // so that lag keeps growing while this thread is stuck in a sink's write().
   std::optional<std::int64_t> oldest = ledger_.oldest_unacknowledged_timestamp();
   if (!oldest) {
     for (const auto& event : pending_) {
@@ -384,16 +398,27 @@ void Consumer::update_metrics() {
       }
     }
   }
+  oldest_unacknowledged_us_ = oldest.value_or(kNone);
+  const auto& frontier = ledger_.frontier();
+  frontier_lsn_ = frontier ? frontier->lsn : 0;
+  frontier_offset_ = frontier ? frontier->offset : 0;
+  pending_bytes_published_ = pending_bytes_;
+  refresh_metrics();
+}
+
+void Consumer::refresh_metrics() {
+  std::size_t queued = queue_.bytes() + pending_bytes_published_.load();
+  std::optional<std::int64_t> oldest;
+  if (auto published = oldest_unacknowledged_us_.load(); published != kNone) oldest = published;
   if (!oldest) oldest = queue_.oldest_change_timestamp();
   double lag_seconds = oldest ? std::max(0.0, (now_us() - *oldest) / 1e6) : 0.0;
-  const auto& frontier = ledger_.frontier();
-  std::uint64_t lag_bytes =
-      setup_.source->bytes_behind(frontier ? frontier->lsn : 0, frontier ? frontier->offset : 0);
+  std::uint64_t lag_bytes = setup_.source->bytes_behind(frontier_lsn_, frontier_offset_);
   metrics_.queue_bytes->Set(static_cast<double>(queued));
   metrics_.lag_seconds->Set(lag_seconds);
   metrics_.lag_bytes->Set(static_cast<double>(lag_bytes));
-  if (last_saved_) metrics_.checkpoint_lsn->Set(static_cast<double>(last_saved_->lsn));
   std::lock_guard lock(status_mutex_);
+  if (status_.checkpoint)
+    metrics_.checkpoint_lsn->Set(static_cast<double>(status_.checkpoint->lsn));
   status_.state = state_.load();
   status_.lag_bytes = lag_bytes;
   status_.lag_seconds = lag_seconds;

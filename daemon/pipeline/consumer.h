@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -88,6 +89,9 @@ class Consumer {
   void join();
 
   ConsumerState state() const { return state_.load(); }
+  // Recomputes the lag and queue gauges from the consumer's last published progress. Thread-safe:
+  // the daemon calls it periodically so that lag keeps growing while a sink blocks the consumer.
+  void refresh_metrics();
   // The lsn of the last checkpoint saved (0 when none): what the source may release.
   std::uint64_t saved_lsn() const { return saved_lsn_.load(); }
   ConsumerStatus status() const;
@@ -153,6 +157,11 @@ class Consumer {
   std::atomic<ConsumerState> state_{ConsumerState::kRunning};
   std::atomic<bool> aborted_{false};
   std::atomic<std::uint64_t> saved_lsn_{0};
+  // Progress published by the consumer thread for refresh_metrics().
+  std::atomic<std::int64_t> oldest_unacknowledged_us_{std::numeric_limits<std::int64_t>::min()};
+  std::atomic<std::uint64_t> frontier_lsn_{0};
+  std::atomic<std::uint64_t> frontier_offset_{0};
+  std::atomic<std::size_t> pending_bytes_published_{0};
   mutable std::mutex status_mutex_;
   ConsumerStatus status_;
 };

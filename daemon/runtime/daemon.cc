@@ -111,7 +111,8 @@ int Daemon::run() {
       log_->error("metrics: {}", listening.error().message);
       return kExitRuntimeFailure;
     }
-    log_->info("serving /metrics, /healthz, /readyz and /status on {}", config_.metrics.listen);
+    log_->info("serving /metrics, /healthz, /readyz and /status on {} (port {})",
+               config_.metrics.listen, http->port());
   }
   if (auto started = start(); !started) {
     log_->error("{}", started.error().message);
@@ -133,6 +134,7 @@ int Daemon::run() {
         })) {
       break;
     }
+    for (auto& consumer : consumers_) consumer->refresh_metrics();
   }
   shutdown();
   if (http) http->stop();

@@ -2,8 +2,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <thread>
@@ -33,9 +36,37 @@ Status FileSink::start() {
   if (!parent.empty()) std::filesystem::create_directories(parent, error);
   if (error) return fail("creating directory " + parent.string() + ": " + error.message());
   std::lock_guard lock(mutex_);
-  fd_ = ::open(options_.path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  fd_ = ::open(options_.path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd_ < 0) return fail(errno_text("opening", options_.path));
   last_sync_ = std::chrono::steady_clock::now();
+  return drop_partial_last_line();
+}
+
+Status FileSink::drop_partial_last_line() {
+  // A crash in the middle of write() leaves part of a line that was never acknowledged; the
+  // consumer delivers it again from its checkpoint, and appending after the fragment would make
+  // one corrupt line of the two.
+  struct stat info {};
+  if (::fstat(fd_, &info) != 0) return fail(errno_text("stat of", options_.path));
+  off_t end = info.st_size;
+  off_t keep = end;
+  char buffer[64 * 1024];
+  while (keep > 0) {
+    off_t start = std::max<off_t>(0, keep - static_cast<off_t>(sizeof buffer));
+    ssize_t n = ::pread(fd_, buffer, static_cast<std::size_t>(keep - start), start);
+    if (n < 0) return fail(errno_text("reading", options_.path));
+    const char* newline =
+        static_cast<const char*>(memrchr(buffer, '\n', static_cast<std::size_t>(n)));
+    if (newline != nullptr) {
+      keep = start + (newline - buffer) + 1;
+      break;
+    }
+    keep = start;
+  }
+  if (keep == end) return ok();
+  if (::ftruncate(fd_, keep) != 0) return fail(errno_text("truncating", options_.path));
+  context_.log->warn("{}: removed an unacknowledged partial last line of {} bytes left by a crash",
+                     options_.path, end - keep);
   return ok();
 }
 

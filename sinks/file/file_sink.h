@@ -35,6 +35,7 @@ class FileSink : public Sink {
   bool healthy() const override { return !retrying_.load(); }
 
  private:
+  Status drop_partial_last_line();
   Status write_once(const std::string& data, std::size_t& done);
   Status sync_locked();
 
