@@ -23,7 +23,9 @@ PostgresCheckpointStore::PostgresCheckpointStore(PostgresCheckpointStoreOptions 
     : options_(std::move(options)), context_(std::move(context)) {}
 
 Status PostgresCheckpointStore::connect() {
-  auto conn = PgConnection::connect(options_.dsn, {{"application_name", "cdcd checkpoints"}});
+  auto overrides = source_overrides(options_.dsn);
+  overrides.emplace_back("application_name", "cdcd checkpoints");
+  auto conn = PgConnection::connect(options_.dsn, overrides);
   if (!conn) return tl::unexpected(conn.error());
   conn_ = std::move(*conn);
   auto dot = options_.table.find('.');

@@ -65,25 +65,21 @@ Consumer::~Consumer() {
 }
 
 Status Consumer::load_checkpoint() {
+  auto stored = setup_.store->load(name());
+  if (!stored) {
+    return cdcd::fail("loading the checkpoint of consumer " + name() + ": " +
+                      stored.error().message);
+  }
+  loaded_ = *stored;
+  // A checkpoint always wins: `start` only says where a consumer without one begins, so that a
+  // restart after a crash never re-delivers what precedes the checkpoint.
   const StartConfig& start = setup_.config.start;
-  switch (start.kind) {
-    case StartConfig::Kind::kCheckpoint: {
-      auto stored = setup_.store->load(name());
-      if (!stored)
-        return cdcd::fail("loading the checkpoint of consumer " + name() + ": " +
-                          stored.error().message);
-      loaded_ = *stored;
-      if (loaded_) first_lsn_ = loaded_->lsn + 1;
-      break;
-    }
-    case StartConfig::Kind::kBeginning:
-      break;
-    case StartConfig::Kind::kLsn:
-      first_lsn_ = start.lsn;
-      break;
-    case StartConfig::Kind::kTimestamp:
-      first_timestamp_us_ = start.timestamp_us;
-      break;
+  if (loaded_) {
+    first_lsn_ = loaded_->lsn + 1;
+  } else if (start.kind == StartConfig::Kind::kLsn) {
+    first_lsn_ = start.lsn;
+  } else if (start.kind == StartConfig::Kind::kTimestamp) {
+    first_timestamp_us_ = start.timestamp_us;
   }
   ledger_ = AckLedger(loaded_);
   last_saved_ = loaded_;
@@ -255,6 +251,8 @@ void Consumer::wait_for_in_flight_room() {
 
 void Consumer::flush_batch() {
   if (!open_batch_) return;
+  // A sink's write() may block for long: publish the lag it is about to hold first.
+  update_metrics();
   BatchPtr batch = std::move(open_batch_);
   open_batch_.reset();
   for (std::size_t i = 0; i < setup_.sinks.size(); ++i) {

@@ -75,16 +75,25 @@ std::optional<std::string> dsn_syntax_error(const std::string& dsn) {
   return trim_message(error.empty() ? "invalid connection string" : error);
 }
 
-ConnectionOverrides value_format_overrides(const std::string& dsn) {
-  std::string options;
-  if (Conninfo parsed = parse_conninfo(dsn, nullptr)) {
-    options = conninfo_value(parsed.get(), "options").value_or("");
-  }
+ConnectionOverrides source_overrides(const std::string& dsn) {
+  Conninfo parsed = parse_conninfo(dsn, nullptr);
+  auto user_value = [&](std::string_view keyword) {
+    return parsed ? conninfo_value(parsed.get(), keyword) : std::nullopt;
+  };
+  std::string options = user_value("options").value_or("");
   if (!options.empty()) options += ' ';
   options +=
       "-c datestyle=ISO -c intervalstyle=iso_8601 -c timezone=UTC -c bytea_output=hex "
       "-c extra_float_digits=1";
-  return {{"options", options}};
+  ConnectionOverrides overrides{{"options", options}};
+  const std::pair<const char*, const char*> kDefaults[] = {
+      {"connect_timeout", "10"}, {"keepalives_idle", "30"},     {"keepalives_interval", "10"},
+      {"keepalives_count", "3"}, {"tcp_user_timeout", "60000"}, {"client_encoding", "UTF8"},
+  };
+  for (const auto& [keyword, value] : kDefaults) {
+    if (!user_value(keyword)) overrides.emplace_back(keyword, value);
+  }
+  return overrides;
 }
 
 PgConnection::~PgConnection() { close(); }

@@ -27,9 +27,11 @@ std::string describe_dsn(const std::string& dsn);
 // Checks that a DSN parses (libpq conninfo or URI), without connecting.
 std::optional<std::string> dsn_syntax_error(const std::string& dsn);
 
-// Session settings that make the server's text output of values predictable (ISO 8601 dates,
-// UTC, ISO intervals, hex bytea), appended to the DSN's own `options`.
-ConnectionOverrides value_format_overrides(const std::string& dsn);
+// What every connection of the source adds to the user's DSN: session settings that make the
+// server's text output of values predictable (ISO 8601 dates, UTC, ISO intervals, hex bytea),
+// appended to the DSN's own `options`; and, unless the DSN sets them, a connect timeout and TCP
+// keepalives/user timeout, so that a vanished server fails a blocking call instead of hanging it.
+ConnectionOverrides source_overrides(const std::string& dsn);
 
 // One libpq connection, owned. Blocking calls; errors come back as values whose `retryable`
 // flag says whether trying again later may help (lost connection) or not (bad SQL, privileges).

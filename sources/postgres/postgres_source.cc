@@ -86,7 +86,7 @@ Status PostgresSource::start(const StartPosition& from) {
   retry_message_.clear();
   buffer_.clear();
 
-  auto sql = PgConnection::connect(options_.dsn, value_format_overrides(options_.dsn));
+  auto sql = PgConnection::connect(options_.dsn, source_overrides(options_.dsn));
   if (!sql) return tl::unexpected(sql.error());
   sql_ = std::move(*sql);
   where_ = sql_.describe();
@@ -267,7 +267,7 @@ Result<bool> PostgresSource::check_slot(std::uint64_t first_lsn) {
 }
 
 Status PostgresSource::connect_replication() {
-  auto overrides = value_format_overrides(options_.dsn);
+  auto overrides = source_overrides(options_.dsn);
   overrides.emplace_back("replication", "database");
   overrides.emplace_back("application_name", "cdcd");
   auto repl = PgConnection::connect(options_.dsn, overrides);
@@ -292,7 +292,7 @@ Status PostgresSource::create_slot_and_snapshot() {
   if (!options_.initial_snapshot) return ok();
   if (!consistent || *consistent == 0) return fail("unexpected CREATE_REPLICATION_SLOT result");
 
-  auto snapshot_conn = PgConnection::connect(options_.dsn, value_format_overrides(options_.dsn));
+  auto snapshot_conn = PgConnection::connect(options_.dsn, source_overrides(options_.dsn));
   if (!snapshot_conn) return tl::unexpected(snapshot_conn.error());
   auto began = snapshot_conn->exec(
       "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT " +
@@ -354,7 +354,7 @@ Status PostgresSource::start_streaming(bool slot_busy_is_permanent) {
 
 Result<PgConnection*> PostgresSource::sql() {
   if (!sql_.ok()) {
-    auto conn = PgConnection::connect(options_.dsn, value_format_overrides(options_.dsn));
+    auto conn = PgConnection::connect(options_.dsn, source_overrides(options_.dsn));
     if (!conn) return tl::unexpected(conn.error());
     sql_ = std::move(*conn);
   }
@@ -371,6 +371,11 @@ Result<PollOutcome> PostgresSource::poll(Emitter& out, Deadline deadline) {
 }
 
 Result<PollOutcome> PostgresSource::poll_snapshot(Emitter& out, Deadline deadline) {
+  // A long snapshot keeps the lag and slot metrics current (the stream is not started yet).
+  if (auto now = Clock::now(); now >= next_monitor_) {
+    monitor();
+    next_monitor_ = now + options_.status_interval;
+  }
   auto done = snapshot_->step(out, deadline);
   if (!done) {
     snapshot_.reset();
@@ -446,7 +451,11 @@ Result<PollOutcome> PostgresSource::poll_stream(Emitter& out, Deadline deadline)
       if (!*done) return PollOutcome::kMore;
       if (!hand_over_at) hand_over_at = now + kHandOverLinger;
     }
-    if (!out.wants_more() || now >= deadline) return PollOutcome::kMore;
+    // What was emitted reaches the pipeline only when poll() returns: return within a moment of
+    // the first emission, so that commit-to-sink latency does not depend on the deadline.
+    if (!out.wants_more() || now >= deadline || (hand_over_at && now >= *hand_over_at)) {
+      return PollOutcome::kMore;
+    }
 
     char* data = nullptr;
     int length = PQgetCopyData(conn, &data, 1);
@@ -457,9 +466,6 @@ Result<PollOutcome> PostgresSource::poll_stream(Emitter& out, Deadline deadline)
       continue;
     }
     if (length == 0) {
-      // Caught up: what was emitted goes to the pipeline when poll() returns, so return soon
-      // rather than at the deadline; lingering a moment gathers a burst into one hand-over.
-      if (hand_over_at && now >= *hand_over_at) return PollOutcome::kMore;
       auto until = std::min(
           {deadline, next_status_, next_monitor_, hand_over_at.value_or(Clock::time_point::max())});
       auto timeout = std::chrono::duration_cast<std::chrono::milliseconds>(until - now).count();
@@ -467,7 +473,7 @@ Result<PollOutcome> PostgresSource::poll_stream(Emitter& out, Deadline deadline)
       int ready = ::poll(&fd, 1, static_cast<int>(std::clamp<long>(timeout + 1, 0, 1000)));
       // The walsender sends every message as its own small packet; reading the moment the first
       // one lands costs a wake-up per message. A short pause lets a few arrive together.
-      (void)ready;
+      if (ready > 0) std::this_thread::sleep_for(kReadCoalescing);
       if (PQconsumeInput(conn) == 0) {
         return disconnected(
             Error{"replication connection lost: " + std::string(PQerrorMessage(conn)), true});

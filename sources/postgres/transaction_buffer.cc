@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 namespace cdcd::postgres {
@@ -37,8 +38,14 @@ void TransactionBuffer::clear() {
 }
 
 Status TransactionBuffer::spill() {
-  // O_TMPFILE: the file has no name, so nothing is left behind by a crash.
+  // O_TMPFILE: the file has no name, so nothing is left behind by a crash. Where the file
+  // system lacks it, a named file unlinked at once comes close.
   int fd = ::open(spill_dir_.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+    std::string path = spill_dir_ + "/cdcd-spill.XXXXXX";
+    fd = ::mkostemp(path.data(), O_CLOEXEC);
+    if (fd >= 0) ::unlink(path.c_str());
+  }
   if (fd < 0) {
     return fail("cannot create a spill file in " + spill_dir_ +
                 " for a large transaction: " + errno_text());

@@ -30,7 +30,7 @@ struct TypeInfo {
 void append_json_string(std::string& out, std::string_view text);
 
 // Appends the JSON value of a non-NULL value given in PostgreSQL's text output format (with the
-// session settings of value_format_overrides()).
+// session settings of source_overrides()).
 void append_json_value(std::string& out, const TypeInfo& type, std::string_view text);
 
 // Appends `json` without insignificant whitespace, so that a row stays on one line.

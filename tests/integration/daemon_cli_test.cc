@@ -296,8 +296,10 @@ TEST_F(DaemonCliTest, OnErrorStopReportsAnLsnGoingBackwards) {
       << run.err;
 }
 
-// The consumer stops at the bad record: what precedes it is delivered and checkpointed, so that
-// fixing (or skipping) the record resumes exactly there.
+// The consumer stops at the bad record: what precedes it is delivered, and checkpointed up to the
+// last transaction known to be complete. The transaction just before the bad line is not: the
+// unreadable line might have belonged to it (it could be continued after the line), so the
+// checkpoint stays at the transaction before that one and a restart re-delivers only it.
 TEST_F(DaemonCliTest, OnErrorStopDeliversAndCheckpointsWhatPrecedesTheBadLine) {
   const std::size_t index = transaction_start(kChanges / 2);
   const std::string bad_path = dir_.file("bad.jsonl");
@@ -308,8 +310,13 @@ TEST_F(DaemonCliTest, OnErrorStopDeliversAndCheckpointsWhatPrecedesTheBadLine) {
   const std::uint64_t before_lsn = log_.changes[index - 1].lsn;
   expect_delivered(read_native_file(out_path_),
                    [&](const NativeChange& change) { return change.lsn <= before_lsn; });
+  std::uint64_t last_complete_lsn = 0;
+  for (const auto& change : log_.changes) {
+    if (change.lsn < before_lsn) last_complete_lsn = change.lsn;
+  }
+  ASSERT_GT(last_complete_lsn, 0u);
   auto shown = checkpoint(config, {"show"});
-  EXPECT_NE(shown.out.find("lsn " + std::to_string(before_lsn) + ","), std::string::npos)
+  EXPECT_NE(shown.out.find("lsn " + std::to_string(last_complete_lsn) + ","), std::string::npos)
       << shown.out;
 }
 

@@ -259,13 +259,29 @@ void FakeSink::acknowledge(Pending pending) {
   pending.ack(std::move(report));
 }
 
-void FakeSink::write(BatchPtr batch, AckFn ack) {
+void FakeSink::set_write_blocked(bool blocked) {
   {
     std::lock_guard lock(mutex_);
+    write_blocked_ = blocked;
+  }
+  changed_.notify_all();
+}
+
+std::size_t FakeSink::writes_blocked() const {
+  std::lock_guard lock(mutex_);
+  return writes_blocked_;
+}
+
+void FakeSink::write(BatchPtr batch, AckFn ack) {
+  {
+    std::unique_lock lock(mutex_);
+    ++writes_blocked_;
+    changed_.wait(lock, [this] { return !write_blocked_ || stopping_; });
+    --writes_blocked_;
     batches_.push_back(batch);
     ++unacknowledged_;
     max_unacknowledged_ = std::max(max_unacknowledged_, unacknowledged_);
-    if (mode_ != AckMode::kSync) {
+    if (mode_ != AckMode::kSync && !stopping_) {
       pending_.push_back(Pending{std::move(batch), std::move(ack)});
       changed_.notify_all();
       return;

@@ -111,6 +111,10 @@ class FakeSink : public Sink {
   // The change (lsn, seq) is reported rejected.
   void reject(std::uint64_t lsn, std::uint32_t seq, std::string reason);
 
+  // While set, write() blocks, as a sink applying backpressure does, until cleared or stop().
+  void set_write_blocked(bool blocked);
+  std::size_t writes_blocked() const;
+
   Status start() override { return ok(); }
   void write(BatchPtr batch, AckFn ack) override;
   Status flush(Deadline deadline) override;
@@ -150,6 +154,8 @@ class FakeSink : public Sink {
   std::map<std::pair<std::uint64_t, std::uint32_t>, std::string> rejections_;
   std::size_t unacknowledged_ = 0;
   std::size_t max_unacknowledged_ = 0;
+  bool write_blocked_ = false;
+  std::size_t writes_blocked_ = 0;
   bool stopping_ = false;
   std::thread worker_;
 };

@@ -184,12 +184,15 @@ TEST_F(SourceRunnerTest, BackpressureFromOneBlockedConsumerBoundsWhatIsRead) {
   source_.add_end_of_log();
   start();
 
-  ASSERT_TRUE(wait_until([&] { return source_.backpressured_polls() > 0; }));
-  const std::size_t read = source_.emitted();
-  // The poll loop goes on (keepalives) without reading anything more.
-  const std::size_t polls = source_.polls();
-  ASSERT_TRUE(wait_until([&] { return source_.polls() >= polls + 3; }));
-  EXPECT_EQ(source_.emitted(), read);
+  // Once consumer a is stuck (its one batch in flight is never acknowledged) and its queue is
+  // full, the poll loop goes on (keepalives) without reading anything more.
+  ASSERT_TRUE(wait_until([&] { return stuck.held() == 1; }));
+  std::size_t read = 0;
+  ASSERT_TRUE(wait_until([&] {
+    read = source_.emitted();
+    const std::size_t polls = source_.polls();
+    return wait_until([&] { return source_.polls() >= polls + 3; }) && source_.emitted() == read;
+  }));
   EXPECT_GE(source_.backpressured_polls(), 3u);
   // Held by consumer a: the batch in flight, the one it is filling, what it took from its queue
   // and what its queue holds, each queue holding up to its bound plus one hand-over chunk (512
