@@ -34,24 +34,6 @@ const std::vector<std::string> kTopLevelRequired = {"sources", "sinks", "checkpo
 const std::vector<std::string> kLogLevels = {"trace", "debug",    "info", "warn",
                                              "error", "critical", "off"};
 
-std::string quote(std::string_view text) {
-  constexpr std::size_t kMaxShown = 80;
-  std::string out = "\"";
-  for (std::size_t i = 0; i < text.size() && i < kMaxShown; ++i) {
-    char c = text[i];
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (c == '\n') {
-      out += "\\n";
-    } else {
-      out += static_cast<unsigned char>(c) < 0x20 ? ' ' : c;
-    }
-  }
-  if (text.size() > kMaxShown) out += "...";
-  return out + "\"";
-}
-
 std::string join(const std::vector<std::string>& words) {
   std::string out;
   for (const auto& word : words) out += (out.empty() ? "" : ", ") + word;
@@ -103,7 +85,7 @@ class DocumentScan {
       auto [first, inserted] = first_line.emplace(key, at.line);
       if (!inserted) {
         diagnostics_.add(at, child,
-                         "duplicate key " + quote(key) + " (first defined at line " +
+                         "duplicate key " + config::quote(key) + " (first defined at line " +
                              std::to_string(first->second) + ")");
       }
       walk(it->second, child);
@@ -192,7 +174,7 @@ class Parser {
   std::string shown(const Node& node, const std::string& value) const {
     auto raw = scan_.raw_at(node.location());
     if (!raw) return "a value";
-    return quote(*raw) + (*raw == value ? "" : " after interpolation");
+    return config::quote(*raw) + (*raw == value ? "" : " after interpolation");
   }
 
   // " (did you mean "x"?)", or "; WHAT are: a, b" when nothing is close.
@@ -224,7 +206,7 @@ class Parser {
       if (valid_name(name)) continue;
       auto at = scan_.key_at(entry.path());
       entry.diagnostics().add(at ? *at : entry.location(), entry.path(),
-                              "invalid name " + quote(name) +
+                              "invalid name " + config::quote(name) +
                                   ": use letters, digits, \"_\", \"-\" and \".\" (not first)");
     }
     return entries;

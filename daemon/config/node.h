@@ -130,6 +130,8 @@ struct InterpolationResult {
   std::optional<std::string> error;
 };
 InterpolationResult interpolate_env(std::string_view text, const EnvLookup& env);
+// Scalar text as shown in a diagnostic: quoted, escaped, and cut when long.
+std::string quote(std::string_view text);
 // Closest candidate by edit distance, if reasonably close.
 std::optional<std::string> closest_match(std::string_view word,
                                          const std::vector<std::string>& candidates);

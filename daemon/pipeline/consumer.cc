@@ -236,8 +236,11 @@ std::size_t Consumer::batches_in_flight() const {
 }
 
 void Consumer::wait_for_in_flight_room() {
-  while (batches_in_flight() >= setup_.config.batch.max_in_flight &&
-         state_ == ConsumerState::kRunning && !aborted_) {
+  wait_for_acks_while([this] { return batches_in_flight() >= setup_.config.batch.max_in_flight; });
+}
+
+void Consumer::wait_for_acks_while(const std::function<bool()>& condition) {
+  while (condition() && state_ == ConsumerState::kRunning && !aborted_) {
     {
       std::unique_lock lock(inbox_->mutex);
       inbox_->arrived.wait_for(lock, kIdleWake,
@@ -354,16 +357,7 @@ void Consumer::write_dead_letter(Change&& letter, AckLedger::EntryId entry) {
 }
 
 void Consumer::wait_for_all_acks() {
-  while (!ledger_.empty() && state_ == ConsumerState::kRunning && !aborted_) {
-    {
-      std::unique_lock lock(inbox_->mutex);
-      inbox_->arrived.wait_for(lock, kIdleWake,
-                               [this] { return !inbox_->acks.empty() || aborted_; });
-    }
-    process_acks();
-    if (Clock::now() >= next_checkpoint_) save_checkpoint();
-    update_metrics();
-  }
+  wait_for_acks_while([this] { return !ledger_.empty(); });
 }
 
 void Consumer::save_checkpoint() {

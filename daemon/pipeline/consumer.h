@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <mutex>
@@ -116,6 +117,8 @@ class Consumer {
   void process_ack(Ack& ack);
   void wait_for_in_flight_room();
   void wait_for_all_acks();
+  // Processes acknowledgements (and checkpoints on time) while `condition` holds.
+  void wait_for_acks_while(const std::function<bool()>& condition);
   void save_checkpoint();
   void update_metrics();
   void set_failed(const std::string& reason);
