@@ -52,7 +52,7 @@ for run in $(seq "$runs"); do
   measure python3 "$root/bench/python_relay.py" "$work/changes.jsonl" "$work/py.jsonl"
   python_wall+=("$(echo "$count / $wall" | bc -l)") python_cpu+=("$(echo "$count / $cpu" | bc -l)")
   printf 'run %d: cdcd %.0f events/s wall, %.0f per CPU-second, peak RSS %d KiB; python relay %.0f wall, %.0f per CPU-second\n' \
-    "$run" "${cdcd_wall[-1]}" "${cdcd_cpu[-1]}" "$rss" "${python_wall[-1]}" "${python_cpu[-1]}"
+    "$run" "${cdcd_wall[-1]}" "${cdcd_cpu[-1]}" "${cdcd_rss[-1]}" "${python_wall[-1]}" "${python_cpu[-1]}"
 done
 
 m() { printf '%s\n' "$@" | median; }

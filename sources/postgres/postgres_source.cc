@@ -21,7 +21,7 @@ constexpr std::chrono::milliseconds kMaxBackoff{30000};
 constexpr std::chrono::milliseconds kFirstBackoff{250};
 // How long a caught-up poll() waits for more before handing its changes to the pipeline.
 constexpr std::chrono::milliseconds kHandOverLinger{2};
-constexpr std::chrono::microseconds kReadCoalescing{100};
+constexpr std::chrono::microseconds kReadCoalescing{500};
 
 std::int64_t now_unix_us() {
   return std::chrono::duration_cast<std::chrono::microseconds>(

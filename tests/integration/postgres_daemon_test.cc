@@ -112,7 +112,8 @@ void write_load(const std::string& dsn, int worker, std::atomic<bool>& stop,
                       std::to_string(from) + ", " + std::to_string(to) + ", " +
                       std::to_string(amount) + ");";
     if (random() % 20 == 0) {
-      txn += "INSERT INTO accounts (id, balance) VALUES (" + std::to_string(++next_account) +
+      ++next_account;
+      txn += "INSERT INTO accounts (id, balance) VALUES (" + std::to_string(next_account) +
              ", 0); DELETE FROM accounts WHERE id = " + std::to_string(next_account - 1) +
              " AND id > 100000;";
     }
