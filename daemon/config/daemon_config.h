@@ -27,8 +27,8 @@ enum class OnError { kStop, kDeadLetter };
 struct StartConfig {
   enum class Kind { kCheckpoint, kBeginning, kLsn, kTimestamp };
   Kind kind = Kind::kCheckpoint;
-  std::uint64_t lsn = 0;            // kLsn: first lsn delivered
-  std::int64_t timestamp_us = 0;    // kTimestamp: first commit time delivered
+  std::uint64_t lsn = 0;          // kLsn: first lsn delivered
+  std::int64_t timestamp_us = 0;  // kTimestamp: first commit time delivered
 };
 
 struct ConsumerConfig {
@@ -41,7 +41,7 @@ struct ConsumerConfig {
   StartConfig start;
   BatchConfig batch;
   OnError on_error = OnError::kStop;
-  std::string dead_letter_sink;           // with on_error: dead_letter
+  std::string dead_letter_sink;              // with on_error: dead_letter
   std::uint64_t max_queue_bytes = 16 << 20;  // source-to-consumer queue bound
 };
 

@@ -25,8 +25,8 @@ struct ConsumerMetrics {
   prometheus::Counter* dead_letters = nullptr;
 };
 
-// The daemon's metric families (see the metrics reference in docs/metrics.md). Thread-safe; the metric
-// objects it hands out live as long as it does.
+// The daemon's metric families (see the metrics reference in docs/metrics.md). Thread-safe; the
+// metric objects it hands out live as long as it does.
 class Metrics {
  public:
   Metrics();
