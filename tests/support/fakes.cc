@@ -64,6 +64,15 @@ std::vector<SourceEvent> transaction(std::uint64_t lsn, std::uint32_t changes,
   return events;
 }
 
+std::vector<SourceEvent> transactions(std::uint64_t first, std::uint64_t last,
+                                      std::uint32_t changes, const std::string& entity) {
+  std::vector<SourceEvent> events;
+  for (std::uint64_t lsn = first; lsn <= last; ++lsn) {
+    for (auto& event : transaction(lsn, changes, entity)) events.push_back(std::move(event));
+  }
+  return events;
+}
+
 BadRecord make_bad_record(std::uint64_t last_lsn, std::string raw, std::string reason,
                           std::string location) {
   BadRecord record;

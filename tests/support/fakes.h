@@ -39,6 +39,10 @@ std::vector<SourceEvent> transaction(std::uint64_t lsn, std::uint32_t changes = 
                                      const std::string& entity = "public.orders",
                                      Operation op = Operation::kInsert,
                                      std::int64_t timestamp_us = 0);
+// Transactions first..last (inclusive), `changes` changes each, in order.
+std::vector<SourceEvent> transactions(std::uint64_t first, std::uint64_t last,
+                                      std::uint32_t changes = 1,
+                                      const std::string& entity = "public.orders");
 BadRecord make_bad_record(std::uint64_t last_lsn, std::string raw, std::string reason,
                           std::string location);
 

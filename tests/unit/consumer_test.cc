@@ -24,6 +24,7 @@ using test::make_bad_record;
 using test::make_change;
 using test::make_end;
 using test::transaction;
+using test::transactions;
 using test::wait_until;
 
 constexpr auto kForever = std::chrono::hours(1);
@@ -34,16 +35,6 @@ std::int64_t now_us() {
       .count();
 }
 const std::string kName = "c";
-
-std::vector<SourceEvent> transactions(std::uint64_t first, std::uint64_t last,
-                                      std::uint32_t changes = 1,
-                                      const std::string& entity = "public.orders") {
-  std::vector<SourceEvent> events;
-  for (std::uint64_t lsn = first; lsn <= last; ++lsn) {
-    for (auto& event : transaction(lsn, changes, entity)) events.push_back(std::move(event));
-  }
-  return events;
-}
 
 std::vector<SourceEvent> concat(std::vector<std::vector<SourceEvent>> parts) {
   std::vector<SourceEvent> all;

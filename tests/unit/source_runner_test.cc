@@ -22,18 +22,10 @@ using test::end_offset;
 using test::FakeSink;
 using test::make_change;
 using test::transaction;
+using test::transactions;
 using test::wait_until;
 
 using Clock = std::chrono::steady_clock;
-
-std::vector<SourceEvent> transactions(std::uint64_t first, std::uint64_t last,
-                                      std::uint32_t changes = 1) {
-  std::vector<SourceEvent> events;
-  for (std::uint64_t lsn = first; lsn <= last; ++lsn) {
-    for (auto& event : transaction(lsn, changes)) events.push_back(std::move(event));
-  }
-  return events;
-}
 
 std::vector<std::uint64_t> lsns_of(const FakeSink& sink) {
   std::vector<std::uint64_t> lsns;
