@@ -108,10 +108,9 @@ void SourceRunner::join() {
   if (thread_.joinable()) thread_.join();
 }
 
-bool SourceRunner::wait_interruptibly(std::chrono::milliseconds duration) {
+void SourceRunner::wait_interruptibly(std::chrono::milliseconds duration) {
   auto until = Clock::now() + duration;
   while (!stop_ && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  return !stop_;
 }
 
 bool SourceRunner::start_source() {

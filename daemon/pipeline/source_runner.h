@@ -41,7 +41,7 @@ class SourceRunner {
   bool start_source();
   void commit_checkpoints();
   void finish();
-  bool wait_interruptibly(std::chrono::milliseconds duration);
+  void wait_interruptibly(std::chrono::milliseconds duration);
 
   std::string name_;
   Source* source_;
