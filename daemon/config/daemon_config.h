@@ -19,7 +19,7 @@ struct BatchConfig {
   std::size_t max_events = 500;
   std::uint64_t max_bytes = 1 << 20;
   std::chrono::milliseconds max_wait{100};
-  std::size_t max_in_flight = 4;  // batches written but not yet acknowledged
+  std::size_t max_in_flight = 16;  // batches written but not yet acknowledged
 };
 
 enum class OnError { kStop, kDeadLetter };

@@ -156,10 +156,11 @@ void Consumer::run() {
     }
     std::size_t handled = 0;
     while (!pending_.empty() && state_ == ConsumerState::kRunning && !aborted_) {
-      SourceEvent event = std::move(pending_.front());
-      pending_.pop_front();
+      // Handled in place (moved from, then popped): one move fewer per event.
+      SourceEvent& event = pending_.front();
       pending_bytes_ -= std::min(pending_bytes_, byte_size(event));
       handle(std::move(event));
+      pending_.pop_front();
       // Reading the clock per event would cost more than handling it.
       if (++handled % kEventsPerClockCheck != 0) continue;
       auto now = Clock::now();
@@ -382,14 +383,7 @@ void Consumer::update_metrics() {
   // Publishes the consumer thread's view; refresh_metrics() turns it into gauges from any thread,
   // so that lag keeps growing while this thread is stuck in a sink's write().
   std::optional<std::int64_t> oldest = ledger_.oldest_unacknowledged_timestamp();
-  if (!oldest) {
-    for (const auto& event : pending_) {
-      if (const auto* change = std::get_if<Change>(&event)) {
-        oldest = change->timestamp_us;
-        break;
-      }
-    }
-  }
+  if (!oldest) oldest = pending_.oldest_change_timestamp();
   oldest_unacknowledged_us_ = oldest.value_or(kNone);
   const auto& frontier = ledger_.frontier();
   frontier_lsn_ = frontier ? frontier->lsn : 0;

@@ -135,7 +135,7 @@ class Consumer {
   std::optional<Checkpoint> loaded_;
 
   // Consumer-thread state.
-  std::deque<SourceEvent> pending_;
+  EventBacklog pending_;
   std::size_t pending_bytes_ = 0;
   AckLedger ledger_;
   std::shared_ptr<Batch> open_batch_;

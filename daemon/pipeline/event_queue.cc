@@ -4,43 +4,68 @@
 
 namespace cdcd {
 
+namespace {
+
+std::optional<std::int64_t> first_change_timestamp(
+    const std::deque<std::vector<SourceEvent>>& chunks, std::size_t head) {
+  for (const auto& chunk : chunks) {
+    for (std::size_t i = head; i < chunk.size(); ++i) {
+      if (const auto* change = std::get_if<Change>(&chunk[i])) return change->timestamp_us;
+    }
+    head = 0;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::size_t EventBacklog::size() const {
+  std::size_t count = 0;
+  for (const auto& chunk : chunks_) count += chunk.size();
+  return count - head_;
+}
+
+void EventBacklog::pop_front() {
+  if (++head_ < chunks_.front().size()) return;
+  chunks_.pop_front();
+  head_ = 0;
+}
+
+void EventBacklog::append(std::deque<std::vector<SourceEvent>>&& chunks) {
+  if (chunks_.empty()) {
+    chunks_.swap(chunks);
+    head_ = 0;
+  } else {
+    std::move(chunks.begin(), chunks.end(), std::back_inserter(chunks_));
+  }
+  chunks.clear();
+}
+
+std::optional<std::int64_t> EventBacklog::oldest_change_timestamp() const {
+  return first_change_timestamp(chunks_, head_);
+}
+
 void EventQueue::push(std::vector<SourceEvent>&& events, std::size_t bytes, bool end_of_stream) {
   {
     std::lock_guard lock(mutex_);
-    events_.insert(events_.end(), std::make_move_iterator(events.begin()),
-                   std::make_move_iterator(events.end()));
-    bytes_ += bytes;
+    if (!events.empty()) chunks_.push_back(std::move(events));
+    bytes_.store(bytes_.load(std::memory_order_relaxed) + bytes, std::memory_order_relaxed);
     end_of_stream_ = end_of_stream_ || end_of_stream;
   }
   events.clear();
   readable_.notify_one();
 }
 
-bool EventQueue::has_room() const {
-  std::lock_guard lock(mutex_);
-  return bytes_ < max_bytes_;
-}
+std::size_t EventQueue::bytes() const { return bytes_.load(std::memory_order_relaxed); }
 
-std::size_t EventQueue::bytes() const {
-  std::lock_guard lock(mutex_);
-  return bytes_;
-}
-
-std::size_t EventQueue::pop_all(std::deque<SourceEvent>& out,
-                                std::chrono::steady_clock::time_point deadline) {
+std::size_t EventQueue::pop_all(EventBacklog& out, std::chrono::steady_clock::time_point deadline) {
   std::unique_lock lock(mutex_);
   readable_.wait_until(lock, deadline,
-                       [this] { return !events_.empty() || end_of_stream_ || woken_; });
+                       [this] { return !chunks_.empty() || end_of_stream_ || woken_; });
   woken_ = false;
-  std::size_t moved = bytes_;
-  if (out.empty()) {
-    out.swap(events_);
-  } else {
-    out.insert(out.end(), std::make_move_iterator(events_.begin()),
-               std::make_move_iterator(events_.end()));
-    events_.clear();
-  }
-  bytes_ = 0;
+  std::size_t moved = bytes_.load(std::memory_order_relaxed);
+  out.append(std::move(chunks_));
+  bytes_.store(0, std::memory_order_relaxed);
   lock.unlock();
   writable_.notify_all();
   return moved;
@@ -53,10 +78,7 @@ bool EventQueue::end_of_stream() const {
 
 std::optional<std::int64_t> EventQueue::oldest_change_timestamp() const {
   std::lock_guard lock(mutex_);
-  for (const auto& event : events_) {
-    if (const auto* change = std::get_if<Change>(&event)) return change->timestamp_us;
-  }
-  return std::nullopt;
+  return first_change_timestamp(chunks_, 0);
 }
 
 void EventQueue::wake() {
@@ -69,7 +91,7 @@ void EventQueue::wake() {
 
 void EventQueue::wait_for_room(std::chrono::steady_clock::time_point deadline) const {
   std::unique_lock lock(mutex_);
-  writable_.wait_until(lock, deadline, [this] { return bytes_ < max_bytes_; });
+  writable_.wait_until(lock, deadline, [this] { return has_room(); });
 }
 
 }  // namespace cdcd

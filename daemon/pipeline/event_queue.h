@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -12,6 +13,23 @@
 
 namespace cdcd {
 
+// Events taken from an EventQueue, consumed in order from the front. They stay in the chunks
+// they were queued in, so that handing them over moves each event once, not once per hop.
+class EventBacklog {
+ public:
+  bool empty() const { return chunks_.empty(); }
+  std::size_t size() const;
+  SourceEvent& front() { return chunks_.front()[head_]; }
+  void pop_front();
+  void append(std::deque<std::vector<SourceEvent>>&& chunks);
+  // Commit time of the first change not yet consumed, if any (for lag_seconds).
+  std::optional<std::int64_t> oldest_change_timestamp() const;
+
+ private:
+  std::deque<std::vector<SourceEvent>> chunks_;  // none empty
+  std::size_t head_ = 0;                         // first unconsumed event of chunks_.front()
+};
+
 // The hand-over from a source thread to one consumer thread, bounded in bytes. The producer never
 // blocks inside push(): it asks has_room() first and backs off (the source stops reading), so a
 // full queue turns into backpressure on the log instead of memory growth. Events move in chunks
@@ -23,13 +41,13 @@ class EventQueue {
   // Appends a chunk (in order). `end_of_stream` marks that nothing more will come.
   void push(std::vector<SourceEvent>&& events, std::size_t bytes, bool end_of_stream = false);
 
-  // True while the queue holds less than its bound.
-  bool has_room() const;
+  // True while the queue holds less than its bound. Lock-free: the producer asks per event.
+  bool has_room() const { return bytes_.load(std::memory_order_relaxed) < max_bytes_; }
   std::size_t bytes() const;
 
   // Waits until events are available, the stream ended, or `deadline`; moves everything queued
   // into `out` (appending). Returns the number of bytes moved.
-  std::size_t pop_all(std::deque<SourceEvent>& out, std::chrono::steady_clock::time_point deadline);
+  std::size_t pop_all(EventBacklog& out, std::chrono::steady_clock::time_point deadline);
 
   bool end_of_stream() const;
 
@@ -47,8 +65,9 @@ class EventQueue {
   mutable std::mutex mutex_;
   mutable std::condition_variable readable_;
   mutable std::condition_variable writable_;
-  std::deque<SourceEvent> events_;
-  std::size_t bytes_ = 0;
+  std::deque<std::vector<SourceEvent>> chunks_;  // none empty
+  // Written under mutex_; read without it by has_room().
+  std::atomic<std::size_t> bytes_{0};
   bool end_of_stream_ = false;
   bool woken_ = false;
 };

@@ -23,7 +23,9 @@ class SourceRunner::FanOut : public Emitter {
         stop_(stop),
         chunks_(consumers_.size()),
         chunk_bytes_(consumers_.size(), 0),
-        wanted_(consumers_.size(), false) {}
+        wanted_(consumers_.size(), false) {
+    for (auto& chunk : chunks_) chunk.reserve(kChunkEvents);
+  }
 
   void emit(SourceEvent&& event) override {
     std::size_t bytes = byte_size(event);
@@ -74,6 +76,9 @@ class SourceRunner::FanOut : public Emitter {
     if (chunks_[i].empty()) return;
     consumers_[i]->queue().push(std::move(chunks_[i]), chunk_bytes_[i]);
     chunk_bytes_[i] = 0;
+    // The moved chunk left no capacity behind: growing it again event by event would move every
+    // event several more times.
+    chunks_[i].reserve(kChunkEvents);
   }
 
   std::vector<Consumer*> consumers_;

@@ -259,20 +259,25 @@ void KafkaSink::write(BatchPtr batch, AckFn ack) {
 void KafkaSink::produce_batch(PendingBatch& pending) {
   const Batch& batch = *pending.batch;
   const EncodeContext encode_context{batch.source_name, batch.connector, now_us()};
-  std::string topic_name, key, value;
+  const bool constant_topic = config_.topic.is_constant();
+  std::string topic_name = constant_topic ? config_.topic.text() : std::string();
+  std::string rendered_key, value;
   TopicHandle* topic = nullptr;
   for (std::uint32_t index = 0; index < batch.changes.size(); ++index) {
     const Change& change = batch.changes[index];
-    topic_name.clear();
-    // A topic template has no {key.FIELD}: rendering it cannot fail.
-    (void)config_.topic.render(change, batch.source_name, topic_name);
-    if (auto problem = topic_name_problem(topic_name)) {
-      pending.reject(index, fmt::format("kafka sink '{}': the change at lsn {} routes to no valid "
-                                        "topic: {}",
-                                        context_.name, change.lsn, *problem));
-      continue;
+    if (!constant_topic) {
+      topic_name.clear();
+      // A topic template has no {key.FIELD}: rendering it cannot fail.
+      (void)config_.topic.render(change, batch.source_name, topic_name);
     }
+    // A handle exists only for a valid name: the name is checked when the topic changes.
     if (topic == nullptr || topic->name != topic_name) {
+      if (auto problem = topic_name_problem(topic_name)) {
+        pending.reject(index, fmt::format("kafka sink '{}': the change at lsn {} routes to no "
+                                          "valid topic: {}",
+                                          context_.name, change.lsn, *problem));
+        continue;
+      }
       auto handle = topic_handle(topic_name);
       if (!handle) {
         pending.fail(
@@ -281,16 +286,16 @@ void KafkaSink::produce_batch(PendingBatch& pending) {
       }
       topic = *handle;
     }
-    key.clear();
+    std::string_view key = change.key.empty() ? std::string_view("{}") : change.key;
     if (config_.key) {
-      if (auto rendered = config_.key->render(change, batch.source_name, key); !rendered) {
+      rendered_key.clear();
+      if (auto rendered = config_.key->render(change, batch.source_name, rendered_key); !rendered) {
         pending.reject(index, fmt::format("kafka sink '{}': cannot build the key of the change at "
                                           "lsn {}: {}",
                                           context_.name, change.lsn, rendered.error().message));
         continue;
       }
-    } else {
-      key = change.key.empty() ? std::string_view("{}") : std::string_view(change.key);
+      key = rendered_key;
     }
     value.clear();
     encode_change(config_.format, change, encode_context, value);
@@ -305,7 +310,7 @@ void KafkaSink::produce_batch(PendingBatch& pending) {
 }
 
 KafkaSink::Produced KafkaSink::produce(PendingBatch& pending, TopicHandle& topic,
-                                       std::uint32_t index, const std::string& key,
+                                       std::uint32_t index, std::string_view key,
                                        const std::string* value) {
   const Change& change = pending.batch->changes[index];
   MessageRef& ref = pending.refs.emplace_back(MessageRef{&pending, index, value == nullptr});

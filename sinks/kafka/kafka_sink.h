@@ -73,7 +73,7 @@ class KafkaSink final : public Sink {
 
   void produce_batch(PendingBatch& pending);
   Produced produce(PendingBatch& pending, TopicHandle& topic, std::uint32_t index,
-                   const std::string& key, const std::string* value);
+                   std::string_view key, const std::string* value);
   rd_kafka_headers_t* make_headers(const Change& change, const std::string& source) const;
   bool wait_for_queue_space();
 

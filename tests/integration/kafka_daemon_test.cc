@@ -52,7 +52,9 @@ class KafkaDaemonTest : public ::testing::Test {
                                  dir_.file("checkpoints") +
                                  ", interval: 100ms}\n"
                                  "consumers:\n  main:\n    source: log\n    sinks: [events]\n"
-                                 "    batch: {max_events: 200, max_wait: 20ms}\n"
+                                 // A window of 800 changes: a chunk of 4000 takes several
+                                 // round trips, so that kills land mid-stream.
+                                 "    batch: {max_events: 200, max_wait: 20ms, max_in_flight: 4}\n"
                                  "metrics: {listen: 127.0.0.1:" +
                                  std::to_string(metrics_port_) + "}\nlog: {level: info}\n");
   }

@@ -196,7 +196,7 @@ TEST(DaemonConfig, ParsesTheQuickstartShape) {
   EXPECT_EQ(consumer.batch.max_events, 500u);
   EXPECT_EQ(consumer.batch.max_wait, milliseconds(100));
   EXPECT_EQ(consumer.batch.max_bytes, 1u << 20);
-  EXPECT_EQ(consumer.batch.max_in_flight, 4u);
+  EXPECT_EQ(consumer.batch.max_in_flight, 16u);
   EXPECT_EQ(consumer.on_error, OnError::kStop);
   EXPECT_EQ(consumer.dead_letter_sink, "");
   EXPECT_EQ(consumer.max_queue_bytes, 16u << 20);

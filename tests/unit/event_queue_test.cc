@@ -35,25 +35,47 @@ TEST(EventQueueTest, BoundedInBytes) {
   // The producer asks has_room() first, so a chunk may overshoot; the bytes still add up.
   queue.push(events_of({make_end(3)}), 50);
   EXPECT_EQ(queue.bytes(), 150u);
-  std::deque<SourceEvent> out;
+  EventBacklog out;
   EXPECT_EQ(queue.pop_all(out, Clock::now()), 150u);
   EXPECT_EQ(out.size(), 3u);
   EXPECT_EQ(queue.bytes(), 0u);
   EXPECT_TRUE(queue.has_room());
 }
 
-TEST(EventQueueTest, PopAllKeepsOrderAndAppends) {
+TEST(EventQueueTest, PopAllKeepsOrderAcrossChunksAndPops) {
   EventQueue queue(1 << 20);
   queue.push(events_of({make_change(1), make_end(1)}), 2);
   queue.push(events_of({make_change(2)}), 1);
-  std::deque<SourceEvent> out;
-  out.emplace_back(make_change(0));
+  EventBacklog out;
   queue.pop_all(out, Clock::now());
-  ASSERT_EQ(out.size(), 4u);
-  EXPECT_EQ(std::get<Change>(out[0]).lsn, 0u);
-  EXPECT_EQ(std::get<Change>(out[1]).lsn, 1u);
-  EXPECT_EQ(std::get<TransactionEnd>(out[2]).lsn, 1u);
-  EXPECT_EQ(std::get<Change>(out[3]).lsn, 2u);
+  queue.push(events_of({make_end(2), make_change(3)}), 2);
+  queue.pop_all(out, Clock::now());
+  ASSERT_EQ(out.size(), 5u);
+  EXPECT_EQ(std::get<Change>(out.front()).lsn, 1u);
+  out.pop_front();
+  EXPECT_EQ(std::get<TransactionEnd>(out.front()).lsn, 1u);
+  out.pop_front();
+  EXPECT_EQ(std::get<Change>(out.front()).lsn, 2u);
+  out.pop_front();
+  EXPECT_EQ(std::get<TransactionEnd>(out.front()).lsn, 2u);
+  out.pop_front();
+  EXPECT_EQ(std::get<Change>(out.front()).lsn, 3u);
+  out.pop_front();
+  EXPECT_TRUE(out.empty());
+}
+
+TEST(EventQueueTest, BacklogOldestChangeSkipsConsumedEvents) {
+  EventQueue queue(1 << 20);
+  queue.push(events_of({make_change(1, 0, "t", Operation::kInsert, 111), make_end(1, 111)}), 2);
+  queue.push(events_of({make_change(2, 0, "t", Operation::kInsert, 222)}), 1);
+  EventBacklog out;
+  queue.pop_all(out, Clock::now());
+  EXPECT_EQ(out.oldest_change_timestamp(), 111);
+  out.pop_front();
+  EXPECT_EQ(out.oldest_change_timestamp(), 222) << "the consumed change no longer counts";
+  out.pop_front();
+  out.pop_front();
+  EXPECT_FALSE(out.oldest_change_timestamp().has_value());
 }
 
 TEST(EventQueueTest, PushClearsTheMovedChunk) {
@@ -65,7 +87,7 @@ TEST(EventQueueTest, PushClearsTheMovedChunk) {
 
 TEST(EventQueueTest, PopAllWaitsUntilTheDeadlineWhenEmpty) {
   EventQueue queue(100);
-  std::deque<SourceEvent> out;
+  EventBacklog out;
   auto before = Clock::now();
   EXPECT_EQ(queue.pop_all(out, before + milliseconds(50)), 0u);
   EXPECT_GE(Clock::now() - before, milliseconds(50));
@@ -75,7 +97,7 @@ TEST(EventQueueTest, PopAllWaitsUntilTheDeadlineWhenEmpty) {
 TEST(EventQueueTest, PopAllReturnsWhenEventsArrive) {
   EventQueue queue(100);
   auto popped = std::async(std::launch::async, [&queue] {
-    std::deque<SourceEvent> out;
+    EventBacklog out;
     queue.pop_all(out, Clock::now() + kLongWait);
     return out.size();
   });
@@ -89,7 +111,7 @@ TEST(EventQueueTest, EndOfStreamWakesAndSticks) {
   EventQueue queue(100);
   EXPECT_FALSE(queue.end_of_stream());
   auto popped = std::async(std::launch::async, [&queue] {
-    std::deque<SourceEvent> out;
+    EventBacklog out;
     return queue.pop_all(out, Clock::now() + kLongWait);
   });
   queue.push({}, 0, true);
@@ -98,7 +120,7 @@ TEST(EventQueueTest, EndOfStreamWakesAndSticks) {
   EXPECT_TRUE(queue.end_of_stream());
   queue.push(events_of({make_end(1)}), 1);
   EXPECT_TRUE(queue.end_of_stream());
-  std::deque<SourceEvent> out;
+  EventBacklog out;
   auto before = Clock::now();
   queue.pop_all(out, before + kLongWait);
   EXPECT_LT(Clock::now() - before, kLongWait / 2) << "an ended stream never blocks";
@@ -109,7 +131,7 @@ TEST(EventQueueTest, EndOfStreamWithTheLastChunk) {
   EventQueue queue(100);
   queue.push(events_of({make_change(1), make_end(1)}), 10, true);
   EXPECT_TRUE(queue.end_of_stream());
-  std::deque<SourceEvent> out;
+  EventBacklog out;
   EXPECT_EQ(queue.pop_all(out, Clock::now()), 10u);
   EXPECT_EQ(out.size(), 2u);
 }
@@ -118,7 +140,7 @@ TEST(EventQueueTest, WakeInterruptsAWaitingPop) {
   EventQueue queue(100);
   std::atomic<bool> returned{false};
   std::thread popper([&] {
-    std::deque<SourceEvent> out;
+    EventBacklog out;
     queue.pop_all(out, Clock::now() + kLongWait);
     returned = true;
   });
@@ -130,7 +152,7 @@ TEST(EventQueueTest, WakeInterruptsAWaitingPop) {
 TEST(EventQueueTest, WakeBeforePopIsNotLostButConsumedOnce) {
   EventQueue queue(100);
   queue.wake();
-  std::deque<SourceEvent> out;
+  EventBacklog out;
   auto before = Clock::now();
   queue.pop_all(out, before + kLongWait);
   EXPECT_LT(Clock::now() - before, kLongWait / 2);
@@ -148,7 +170,7 @@ TEST(EventQueueTest, OldestChangeTimestampIsTheFirstQueuedChange) {
                         make_change(2, 1, "t", Operation::kInsert, 333)}),
              2);
   EXPECT_EQ(queue.oldest_change_timestamp(), 222);
-  std::deque<SourceEvent> out;
+  EventBacklog out;
   queue.pop_all(out, Clock::now());
   EXPECT_FALSE(queue.oldest_change_timestamp().has_value());
 }
@@ -162,7 +184,7 @@ TEST(EventQueueTest, WaitForRoomReturnsOnceDrained) {
     queue.wait_for_room(Clock::now() + kLongWait);
     returned = true;
   });
-  std::deque<SourceEvent> out;
+  EventBacklog out;
   queue.pop_all(out, Clock::now());
   ASSERT_TRUE(test::wait_until([&] { return returned.load(); }, kLongWait / 2));
   producer.join();
