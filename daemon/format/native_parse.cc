@@ -6,6 +6,8 @@
 // and reach the sinks as invalid JSON. Copying the raw tokens also keeps strings byte for byte
 // (UTF-8 and \u escapes alike) and numbers digit for digit (no double rounding of big numerics).
 
+#include <bit>
+#include <cstdint>
 #include <cstring>
 #include <string>
 
@@ -105,68 +107,149 @@ bool is_well_formed_scalar(od::json_type type, std::string_view token) {
 
 bool is_hex(char c) { return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
 
-// `p` points just after a string's opening quote; returns its closing quote, or nullptr when the
-// string holds a raw control character or an invalid escape. simdjson's first stage has already
-// checked that every string is closed and that the text is valid UTF-8.
-const char* string_end(const char* p) {
-  for (;; ++p) {
-    const unsigned char c = static_cast<unsigned char>(*p);
-    if (c == '"') return p;
-    if (c < 0x20) return nullptr;
-    if (c != '\\') continue;
-    switch (*++p) {
-      case '"':
-      case '\\':
-      case '/':
-      case 'b':
-      case 'f':
-      case 'n':
-      case 'r':
-      case 't':
-        break;
-      case 'u':
-        if (!is_hex(p[1]) || !is_hex(p[2]) || !is_hex(p[3]) || !is_hex(p[4])) return nullptr;
-        p += 4;
-        break;
-      default:
-        return nullptr;
-    }
+// `p` points at a backslash or a control character inside a string; returns the escape's last
+// byte, or nullptr for a control character or an invalid escape.
+const char* escape_end(const char* p) {
+  if (*p != '\\') return nullptr;
+  switch (*++p) {
+    case '"':
+    case '\\':
+    case '/':
+    case 'b':
+    case 'f':
+    case 'n':
+    case 'r':
+    case 't':
+      return p;
+    case 'u':
+      if (!is_hex(p[1]) || !is_hex(p[2]) || !is_hex(p[3]) || !is_hex(p[4])) return nullptr;
+      return p + 4;
+    default:
+      return nullptr;
   }
 }
 
-bool append_raw_string(const char* begin, std::string& out, std::string& error) {
+static_assert(std::endian::native == std::endian::little, "string_end counts from the low byte");
+
+// `p` points just after a string's opening quote; returns its closing quote, or nullptr when the
+// string holds a raw control character or an invalid escape. simdjson's first stage has already
+// checked that every string is closed and that the text is valid UTF-8.
+//
+// Bytes are read eight at a time, which the line's padding allows: a read starts at most at the
+// closing quote. Each mask flags the high bit of the matching bytes with the has-zero-byte trick,
+// which may also flag bytes above a match (borrows) but never below one: the lowest flag of each
+// mask, and so of their union, is exact.
+const char* string_end(const char* p) {
+  constexpr std::uint64_t kOnes = 0x0101010101010101;
+  constexpr std::uint64_t kHighBits = 0x8080808080808080;
+  const auto below = [](std::uint64_t word, unsigned char limit) {
+    return (word - kOnes * limit) & ~word & kHighBits;
+  };
+  for (;;) {
+    std::uint64_t word;
+    std::memcpy(&word, p, sizeof word);
+    const std::uint64_t quotes = below(word ^ (kOnes * '"'), 1);
+    const std::uint64_t specials = quotes | below(word ^ (kOnes * '\\'), 1) | below(word, 0x20);
+    if (specials == 0) {
+      p += 8;
+      continue;
+    }
+    const int first = std::countr_zero(specials);
+    p += first / 8;
+    if (quotes & (std::uint64_t{1} << first)) return p;
+    p = escape_end(p);
+    if (p == nullptr) return nullptr;
+    ++p;
+  }
+}
+
+// Writes compact JSON made of validated input tokens and punctuation. A piece that follows the
+// previous one directly in the input, as in already compact input, only extends a pending run of
+// input bytes, so a compact row image is copied with one append instead of one per token. The
+// output is the same bytes either way: each piece is either those very input bytes or, for
+// punctuation not found right there, the character itself.
+class CompactWriter {
+ public:
+  explicit CompactWriter(std::string& out) : out_(out) {}
+
+  // Input bytes [begin, end) of a checked token.
+  void copy(const char* begin, const char* end) {
+    if (begin != run_end_) {
+      flush();
+      run_begin_ = begin;
+    }
+    run_end_ = end;
+  }
+
+  // The run never goes past the line: it only grows over tokens and the structural characters
+  // between them that simdjson found in the line, so the byte read here is in the line or its
+  // padding.
+  void punctuation(char c) {
+    if (run_end_ != nullptr && *run_end_ == c) {
+      ++run_end_;
+      return;
+    }
+    flush();
+    out_.push_back(c);
+  }
+
+  // Moves everything written so far to `target`, at its exact size.
+  void finish(std::string& target) {
+    if (out_.empty()) {
+      target.assign(run_begin_, run_end_);
+    } else {
+      flush();
+      target.assign(out_);
+    }
+    run_begin_ = run_end_ = nullptr;
+  }
+
+ private:
+  void flush() {
+    out_.append(run_begin_, run_end_);
+    run_begin_ = run_end_ = nullptr;
+  }
+
+  std::string& out_;
+  const char* run_begin_ = nullptr;
+  const char* run_end_ = nullptr;
+};
+
+bool append_raw_string(const char* begin, CompactWriter& out, std::string& error) {
   const char* end = string_end(begin);
   if (end == nullptr) {
     error = "invalid JSON: invalid escape or unescaped control character in a string";
     return false;
   }
-  out.append(begin - 1, end + 1);
+  out.copy(begin - 1, end + 1);
   return true;
 }
 
-bool append_compact(od::value value, std::string& out, std::string& error);
+// Values and fields are used in place, by reference, throughout: each copy (passed by value, or
+// moved out of its simdjson_result) stalls on the stores that just built it, a measurable share
+// of the parse.
+bool append_compact(od::value& value, CompactWriter& out, std::string& error);
 
-bool append_object(od::object object, std::string& out, std::string& error) {
-  out.push_back('{');
+bool append_object(od::object& object, CompactWriter& out, std::string& error) {
   bool first = true;
   for (auto field_result : object) {
-    od::field field;
-    if (auto code = std::move(field_result).get(field)) {
+    if (auto code = field_result.error()) {
       error = invalid_json(code);
       return false;
     }
-    if (!first) out.push_back(',');
+    od::field&& field = std::move(field_result).value_unsafe();
+    if (!first) out.punctuation(',');
     first = false;
     if (!append_raw_string(field.key().raw(), out, error)) return false;
-    out.push_back(':');
-    if (!append_compact(field.value(), out, error)) return false;
+    out.punctuation(':');
+    od::value& value = field.value();
+    if (!append_compact(value, out, error)) return false;
   }
-  out.push_back('}');
+  out.punctuation('}');
   return true;
 }
 
-bool append_array(od::array array, std::string& out, std::string& error) {
-  out.push_back('[');
+bool append_array(od::array& array, CompactWriter& out, std::string& error) {
   bool first = true;
   for (auto element_result : array) {
     od::value element;
@@ -174,27 +257,27 @@ bool append_array(od::array array, std::string& out, std::string& error) {
       error = invalid_json(code);
       return false;
     }
-    if (!first) out.push_back(',');
+    if (!first) out.punctuation(',');
     first = false;
     if (!append_compact(element, out, error)) return false;
   }
-  out.push_back(']');
+  out.punctuation(']');
   return true;
 }
 
-bool append_literal(od::value& value, std::string_view expected, std::string& out,
+bool append_literal(od::value& value, std::string_view expected, CompactWriter& out,
                     std::string& error) {
   std::string_view token = trimmed_token(value);
   if (token != expected) {
     error = "invalid JSON: unexpected token " + std::string(token.substr(0, 32));
     return false;
   }
-  out.append(token);
+  out.copy(token.data(), token.data() + token.size());
   return true;
 }
 
 // Appends `value` as compact JSON, checking it completely (see the comment at the top).
-bool append_compact(od::value value, std::string& out, std::string& error) {
+bool append_compact(od::value& value, CompactWriter& out, std::string& error) {
   od::json_type type;
   if (auto code = value.type().get(type)) {
     error = invalid_json(code);
@@ -202,19 +285,24 @@ bool append_compact(od::value value, std::string& out, std::string& error) {
   }
   switch (type) {
     case od::json_type::object: {
+      // The type comes from the value's first byte, the brace, which thus starts a run.
+      const char* brace = value.raw_json_token().data();
       od::object object;
       if (auto code = value.get_object().get(object)) {
         error = invalid_json(code);
         return false;
       }
+      out.copy(brace, brace + 1);
       return append_object(object, out, error);
     }
     case od::json_type::array: {
+      const char* bracket = value.raw_json_token().data();
       od::array array;
       if (auto code = value.get_array().get(array)) {
         error = invalid_json(code);
         return false;
       }
+      out.copy(bracket, bracket + 1);
       return append_array(array, out, error);
     }
     case od::json_type::string: {
@@ -231,7 +319,7 @@ bool append_compact(od::value value, std::string& out, std::string& error) {
         error = "invalid JSON: malformed number " + std::string(token.substr(0, 32));
         return false;
       }
-      out.append(token);
+      out.copy(token.data(), token.data() + token.size());
       return true;
     }
     case od::json_type::boolean:
@@ -253,12 +341,13 @@ class LineReader {
   const std::string& error() const { return error_; }
 
  private:
-  bool field(std::string_view name, od::value value);
+  bool field(std::string_view name, od::value& value);
   bool mark_seen(unsigned bit, std::string_view name);
   bool type_of(od::value& value, od::json_type& type);
   bool is_null(od::value& value, od::json_type type);
   bool read_unsigned(od::value& value, std::string_view name, std::uint64_t& out);
   bool read_timestamp(od::value& value);
+  bool read_text(od::value& value, std::string_view name, std::string_view& out, bool allow_null);
   bool read_string(od::value& value, std::string_view name, std::string& out, bool allow_null);
   bool read_operation(od::value& value);
   bool read_row(od::value& value, std::string_view name, std::string& out, bool is_key);
@@ -275,8 +364,9 @@ class LineReader {
 
 bool LineReader::read(od::object& object) {
   for (auto field_result : object) {
-    od::field field_value;
-    if (auto code = std::move(field_result).get(field_value)) return fail(invalid_json(code));
+    if (auto code = field_result.error()) return fail(invalid_json(code));
+    // In place, not copied: see append_compact.
+    od::field&& field_value = std::move(field_result).value_unsafe();
     od::raw_json_string key = field_value.key();
     // Keys are compared in their raw form: a known name spelled with escapes counts as unknown.
     const char* key_end = string_end(key.raw());
@@ -284,7 +374,8 @@ bool LineReader::read(od::object& object) {
       return fail("invalid JSON: invalid escape or unescaped control character in a string");
     }
     std::string_view name(key.raw(), static_cast<std::size_t>(key_end - key.raw()));
-    if (!field(name, field_value.value())) return false;
+    od::value& value = field_value.value();
+    if (!field(name, value)) return false;
   }
   if (!(seen_ & kLsn)) return fail("missing \"lsn\"");
   if (!(seen_ & kTimestamp)) return fail("missing \"timestamp\"");
@@ -294,7 +385,7 @@ bool LineReader::read(od::object& object) {
   return true;
 }
 
-bool LineReader::field(std::string_view name, od::value value) {
+bool LineReader::field(std::string_view name, od::value& value) {
   if (name == "lsn") return mark_seen(kLsn, name) && read_unsigned(value, name, change_.lsn);
   if (name == "seq") {
     std::uint64_t seq = 0;
@@ -353,16 +444,14 @@ bool LineReader::is_null(od::value& value, od::json_type type) {
 bool LineReader::read_unsigned(od::value& value, std::string_view name, std::uint64_t& out) {
   od::json_type type;
   if (!type_of(value, type)) return false;
-  std::string message = in_quotes(name) + " must be an unsigned integer";
-  if (type != od::json_type::number) return fail(std::move(message));
-  std::string_view token = trimmed_token(value);
-  if (value.get_uint64().get(out) != simdjson::SUCCESS) {
+  if (type == od::json_type::number) {
+    std::string_view token = trimmed_token(value);
+    if (value.get_uint64().get(out) == simdjson::SUCCESS) return true;
     if (!is_json_number(token)) {
       return fail("invalid JSON: malformed number " + std::string(token.substr(0, 32)));
     }
-    return fail(std::move(message));
   }
-  return true;
+  return fail(in_quotes(name) + " must be an unsigned integer");
 }
 
 bool LineReader::read_timestamp(od::value& value) {
@@ -387,8 +476,9 @@ bool LineReader::read_timestamp(od::value& value) {
       "string");
 }
 
-bool LineReader::read_string(od::value& value, std::string_view name, std::string& out,
-                             bool allow_null) {
+// The text stays valid for the document's life (simdjson unescapes it into the parser's buffer).
+bool LineReader::read_text(od::value& value, std::string_view name, std::string_view& out,
+                           bool allow_null) {
   od::json_type type;
   if (!type_of(value, type)) return false;
   if (allow_null && is_null(value, type)) return error_.empty();
@@ -396,15 +486,21 @@ bool LineReader::read_string(od::value& value, std::string_view name, std::strin
     return fail(in_quotes(name) +
                 (name == "entity" ? " must be a non-empty string" : " must be a string"));
   }
+  if (auto code = value.get_string().get(out)) return fail(invalid_json(code));
+  return true;
+}
+
+bool LineReader::read_string(od::value& value, std::string_view name, std::string& out,
+                             bool allow_null) {
   std::string_view text;
-  if (auto code = value.get_string().get(text)) return fail(invalid_json(code));
+  if (!read_text(value, name, text, allow_null)) return false;
   out.assign(text);
   return true;
 }
 
 bool LineReader::read_operation(od::value& value) {
-  std::string name;
-  if (!read_string(value, "operation", name, false)) return false;
+  std::string_view name;
+  if (!read_text(value, "operation", name, false)) return false;
   auto operation = parse_operation(name);
   if (!operation) return fail(std::string("unknown operation ") + in_quotes(name));
   change_.operation = *operation;
@@ -421,12 +517,15 @@ bool LineReader::read_row(od::value& value, std::string_view name, std::string& 
   if (type != od::json_type::object) {
     return fail(in_quotes(name) + (is_key ? " must be an object" : " must be an object or null"));
   }
-  // Built in a reused buffer, then copied once at its exact size.
+  // Built in a reused buffer (untouched when the image is already compact), then copied once at
+  // its exact size. Like the parser, the buffer is not kept after a huge line.
   thread_local std::string scratch;
   scratch.clear();
-  if (!append_compact(value, scratch, error_)) return false;
-  out.assign(scratch);
-  return true;
+  CompactWriter writer(scratch);
+  bool ok = append_compact(value, writer, error_);
+  if (ok) writer.finish(out);
+  if (scratch.capacity() > kReusedParserCapacity) std::string().swap(scratch);
+  return ok;
 }
 
 bool LineReader::read_unchanged(od::value& value) {

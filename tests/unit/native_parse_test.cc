@@ -1,4 +1,5 @@
 #include <string>
+#include <string_view>
 
 #include <gtest/gtest.h>
 
@@ -235,6 +236,84 @@ TEST(ParseNativeLine, PaddingContentDoesNotMatter) {
       std::string_view(two).substr(second_start, two.size() - kNativeLinePadding - second_start));
   ASSERT_TRUE(second) << second.error().message;
   EXPECT_EQ(second->lsn, 10u);
+}
+
+// Row images are copied in runs of input bytes wherever the input is already compact: whitespace
+// between any two tokens must still give the same compact text.
+TEST(ParseNativeLine, RowImagesCompactWhateverTheSpacing) {
+  const std::string row =
+      R"({"a":[1,{"b":null},[]],"c":{"d":"x\"y,:{}","e":-1.5e3},"f":true,"g":{},"h":[[false]]})";
+  std::string all_spaced;
+  bool in_string = false;
+  for (std::size_t i = 0; i < row.size(); ++i) {
+    // Position i, before row[i], can take whitespace when outside strings and next to punctuation.
+    const bool punctuation_around =
+        std::string_view("{}[]:,\"").find(row[i]) != std::string::npos ||
+        (i > 0 && std::string_view("{}[]:,\"").find(row[i - 1]) != std::string::npos);
+    if (!in_string && i > 0 && punctuation_around) {
+      std::string spaced = row;
+      spaced.insert(i, " \t");
+      for (const std::string field : {"new", "key"}) {
+        auto change = parse_native_line(with_field("\"" + field + "\": " + spaced));
+        ASSERT_TRUE(change) << change.error().message << " for " << spaced;
+        EXPECT_EQ(field == "new" ? change->new_row : change->key, row) << spaced;
+      }
+      all_spaced += ' ';
+    }
+    all_spaced += row[i];
+    if (row[i] == '\\') {
+      all_spaced += row[++i];
+    } else if (row[i] == '"') {
+      in_string = !in_string;
+    }
+  }
+  auto change = parse_native_line(with_field(R"("new": )" + all_spaced));
+  ASSERT_TRUE(change) << change.error().message << " for " << all_spaced;
+  EXPECT_EQ(change->new_row, row);
+}
+
+// Strings are scanned eight bytes at a time: escapes and errors must be found at every offset.
+TEST(ParseNativeLine, StringsOfEveryLengthAndEscapePosition) {
+  const std::string bad_string =
+      "invalid JSON: invalid escape or unescaped control character in a string";
+  for (std::size_t length = 0; length <= 20; ++length) {
+    for (std::size_t at = 0; at <= length; ++at) {
+      const std::string plain(length, 'a');
+      const auto with = [&](const std::string& special) {
+        return plain.substr(0, at) + special + plain.substr(at);
+      };
+      for (const char* special : {"", "\\\"", "\\\\", "\\/", "\\b", "\\n", "\\u00e9", "é", "~"}) {
+        const std::string text = with(special);
+        const std::string row = "{\"" + text + "\":\"" + text + "\"}";
+        auto change = parse_native_line(with_field(R"("new": )" + row));
+        ASSERT_TRUE(change) << change.error().message << " for " << row;
+        EXPECT_EQ(change->new_row, row);
+      }
+      for (const char* special : {"\\q", "\\u12g4", "\\U0041", "\\'"}) {
+        const std::string text = with(special);
+        EXPECT_EQ(parse_error(with_field("\"new\": {\"" + text + "\": 1}")), bad_string) << text;
+        EXPECT_EQ(parse_error(with_field("\"new\": {\"k\": \"" + text + "\"}")), bad_string)
+            << text;
+        EXPECT_EQ(parse_error(with_field("\"" + text + "\": 1")), bad_string) << text;
+      }
+      const std::string control = with("\x01");
+      EXPECT_EQ(parse_error(with_field("\"new\": {\"k\": \"" + control + "\"}")).substr(0, 14),
+                "invalid JSON: ")
+          << control;
+    }
+  }
+}
+
+// Reads run a few bytes past a line's last string, into the padding, whose bytes must not count.
+TEST(ParseNativeLine, PaddingLookingLikeStringContentDoesNotMatter) {
+  const std::string line = with_field(R"("key": {"s": "ab"}, "new": {"id": 1, "t": "\u00e9c"})");
+  for (char filler : {'"', '\\', '\x01', '}', ',', ' '}) {
+    const std::string padded = line + std::string(kNativeLinePadding, filler);
+    auto change = parse_native_line_padded(std::string_view(padded.data(), line.size()));
+    ASSERT_TRUE(change) << change.error().message << " with filler " << int(filler);
+    EXPECT_EQ(change->key, R"({"s":"ab"})");
+    EXPECT_EQ(change->new_row, R"({"id":1,"t":"\u00e9c"})");
+  }
 }
 
 TEST(Rfc3339, ParsesValidForms) {
