@@ -188,6 +188,7 @@ void Consumer::run() {
   setup_.log->info("consumer {} {} at checkpoint lsn {}", name(),
                    state_ == ConsumerState::kFinished ? "finished" : "stopped",
                    last_saved_ ? last_saved_->lsn : 0);
+  if (setup_.on_stopped) setup_.on_stopped();
 }
 
 void Consumer::handle(SourceEvent&& event) {

@@ -42,6 +42,9 @@ struct ConsumerSetup {
   std::chrono::milliseconds checkpoint_interval{1000};
   Metrics* metrics = nullptr;
   std::shared_ptr<spdlog::logger> log;
+  // Called on the consumer's thread once it has stopped (finished or failed), so that whoever
+  // waits for consumers need not poll.
+  std::function<void()> on_stopped;
 };
 
 enum class ConsumerState { kRunning, kFinished, kFailed };

@@ -35,6 +35,7 @@ void block_termination_signals() {
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
+  sigaddset(&set, kWakeSignal);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
 }
@@ -76,6 +77,8 @@ Status Daemon::start() {
     setup.checkpoint_interval = config_.checkpoints.interval;
     setup.metrics = &metrics_;
     setup.log = make_logger("consumer." + consumer_config.name);
+    // The main thread (running run()) waits in sigtimedwait: a stopped consumer wakes it at once.
+    setup.on_stopped = [main_thread = pthread_self()] { pthread_kill(main_thread, kWakeSignal); };
     auto consumer = std::make_unique<Consumer>(std::move(setup));
     if (auto loaded = consumer->load_checkpoint(); !loaded) return loaded;
     consumers_.push_back(std::move(consumer));
@@ -122,6 +125,7 @@ int Daemon::run() {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, kWakeSignal);
   timespec tick{0, 200 * 1000 * 1000};
   while (true) {
     int signo = sigtimedwait(&signals, nullptr, &tick);

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <atomic>
+#include <csignal>
 #include <memory>
 #include <string>
 #include <vector>
@@ -45,8 +46,11 @@ class Daemon {
 // it ends; the exit code.
 int run_daemon(const std::string& config_path, const PluginRegistry& registry);
 
-// Blocks SIGTERM, SIGINT (and SIGPIPE) in the calling thread, so that threads created afterwards
-// inherit the mask and the main thread can wait for them synchronously.
+// Sent by a consumer thread to the daemon's main thread when the consumer stops.
+inline constexpr int kWakeSignal = SIGUSR1;
+
+// Blocks SIGTERM, SIGINT and kWakeSignal (and ignores SIGPIPE) in the calling thread, so that
+// threads created afterwards inherit the mask and the main thread can wait for them synchronously.
 void block_termination_signals();
 
 }  // namespace cdcd

@@ -544,6 +544,9 @@ void KafkaSink::shutdown() {
     rd_kafka_purge(producer_, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
     wait_until_idle(std::chrono::steady_clock::now() + kPurgeGrace);
     poller_stop_ = true;
+    // Ends the poller's current wait now rather than at its timeout.
+    QueuePtr main_queue(rd_kafka_queue_get_main(producer_));
+    rd_kafka_queue_yield(main_queue.get());
     poller_.join();
     for (auto& [name, topic] : topics_) rd_kafka_topic_destroy(topic->rkt);
     topics_.clear();
