@@ -1,5 +1,7 @@
 #include "sinks/kafka/kafka_metrics.h"
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
 namespace cdcd::kafka {
@@ -41,12 +43,13 @@ KafkaMetrics::KafkaMetrics(std::shared_ptr<prometheus::Registry> registry, const
                       .Help("Average request round-trip time to each broker over the last "
                             "statistics interval (librdkafka statistics).")
                       .Register(*registry_)),
+      latency_bounds_(latency_buckets()),
       latency_(&prometheus::BuildHistogram()
                     .Name("cdcd_kafka_delivery_latency_seconds")
                     .Help("Time from handing a message to the producer to its successful "
                           "delivery report.")
                     .Register(*registry_)
-                    .Add({{"sink", sink}}, latency_buckets())),
+                    .Add({{"sink", sink}}, latency_bounds_)),
       in_flight_(&prometheus::BuildGauge()
                       .Name("cdcd_kafka_in_flight_messages")
                       .Help("Messages handed to the producer that have no delivery report yet.")
@@ -60,6 +63,27 @@ KafkaMetrics::KafkaMetrics(std::shared_ptr<prometheus::Registry> registry, const
                            .Add({{"sink", sink}})),
       errors_(or_private(sink_metrics.errors, *registry_, "cdcd_sink_errors_total", sink)),
       retries_(or_private(sink_metrics.retries, *registry_, "cdcd_sink_retries_total", sink)) {}
+
+KafkaMetrics::LatencyTally::LatencyTally(KafkaMetrics& metrics)
+    : histogram_(*metrics.latency_),
+      bounds_(metrics.latency_bounds_),
+      counts_(bounds_.size() + 1, 0.0) {}
+
+void KafkaMetrics::LatencyTally::add(double seconds) {
+  // The bucket Histogram::Observe would choose: the first bound at or above the value.
+  auto bucket = std::lower_bound(bounds_.begin(), bounds_.end(), seconds) - bounds_.begin();
+  counts_[static_cast<std::size_t>(bucket)] += 1;
+  sum_ += seconds;
+  empty_ = false;
+}
+
+void KafkaMetrics::LatencyTally::publish() {
+  if (empty_) return;
+  histogram_.ObserveMultiple(counts_, sum_);
+  std::fill(counts_.begin(), counts_.end(), 0.0);
+  sum_ = 0;
+  empty_ = true;
+}
 
 KafkaMetrics::TopicCounters KafkaMetrics::topic(const std::string& topic) {
   const prometheus::Labels labels{{"sink", sink_}, {"topic", topic}};

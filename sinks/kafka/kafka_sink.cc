@@ -337,17 +337,18 @@ KafkaSink::Produced KafkaSink::produce(PendingBatch& pending, TopicHandle& topic
   }
 
   pending.outstanding.fetch_add(1);
-  in_flight_.fetch_add(1);
   while (true) {
     ErrorPtr error(rd_kafka_produceva(producer_, fields, count));
-    if (!error) return Produced::kQueued;
+    if (!error) {
+      queued_.fetch_add(1, std::memory_order_relaxed);
+      return Produced::kQueued;
+    }
     auto err = rd_kafka_error_code(error.get());
     // A full local queue is backpressure, not an error: wait for delivery reports to drain it.
     if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL && wait_for_queue_space()) continue;
 
     // Not queued: librdkafka kept neither the message nor the headers.
     pending.outstanding.fetch_sub(1);
-    in_flight_.fetch_sub(1);
     if (headers != nullptr) rd_kafka_headers_destroy(headers);
     if (err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE) {
       metrics_.count_error();
@@ -420,15 +421,14 @@ void KafkaSink::deliver(rd_kafka_t* rk, const rd_kafka_message_t& message) {
   auto* ref = static_cast<MessageRef*>(message._private);
   auto* topic = static_cast<TopicHandle*>(rd_kafka_topic_opaque(message.rkt));
   PendingBatch& pending = *ref->batch;
-  in_flight_.fetch_sub(1);
-  reported_.fetch_add(1);
+  ++reported_;
   if (message.err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-    topic->counters.messages->Increment();
-    topic->counters.bytes->Increment(static_cast<double>(message.len + message.key_len));
+    if (topic->unpublished_messages++ == 0) tallied_topics_.push_back(topic);
+    topic->unpublished_bytes += message.len + message.key_len;
     if (auto latency_us = rd_kafka_message_latency(&message); latency_us >= 0) {
-      metrics_.observe_delivery_latency(static_cast<double>(latency_us) / 1e6);
+      latencies_.add(static_cast<double>(latency_us) / 1e6);
     }
-    brokers_down_ = false;
+    if (brokers_down_.load(std::memory_order_relaxed)) brokers_down_ = false;
   } else {
     metrics_.count_error();
     const Change& change = pending.batch->changes[ref->index];
@@ -502,7 +502,7 @@ void KafkaSink::handle_error(rd_kafka_t* rk, rd_kafka_resp_err_t err, const char
 
 int KafkaSink::on_statistics(rd_kafka_t*, char* json, size_t length, void* opaque) {
   auto* self = static_cast<KafkaSink*>(opaque);
-  if (self->metrics_.on_statistics(std::string_view(json, length), self->reported_.load())) {
+  if (self->metrics_.on_statistics(std::string_view(json, length), self->reported_)) {
     self->brokers_down_ = false;
   }
   return 0;  // librdkafka frees the JSON
@@ -525,8 +525,20 @@ void KafkaSink::on_log(const rd_kafka_t* rk, int level, const char* facility, co
 void KafkaSink::poll_loop() {
   while (!poller_stop_) {
     rd_kafka_poll(producer_, 50);
-    metrics_.set_in_flight(in_flight_.load());
+    publish_delivery_tallies();
   }
+}
+
+void KafkaSink::publish_delivery_tallies() {
+  for (TopicHandle* topic : tallied_topics_) {
+    topic->counters.messages->Increment(static_cast<double>(topic->unpublished_messages));
+    topic->counters.bytes->Increment(static_cast<double>(topic->unpublished_bytes));
+    topic->unpublished_messages = topic->unpublished_bytes = 0;
+  }
+  tallied_topics_.clear();
+  latencies_.publish();
+  // A report may be counted before its writer counted the message as queued.
+  metrics_.set_in_flight(std::max<std::int64_t>(0, queued_.load() - reported_));
 }
 
 bool KafkaSink::healthy() const { return !failed_ && !fatal_ && !brokers_down_; }

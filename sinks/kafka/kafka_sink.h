@@ -58,6 +58,9 @@ class KafkaSink final : public Sink {
     std::string name;
     rd_kafka_topic_t* rkt = nullptr;
     KafkaMetrics::TopicCounters counters;
+    // Acknowledged since the counters were last published (poller thread only).
+    std::uint64_t unpublished_messages = 0;
+    std::uint64_t unpublished_bytes = 0;
   };
   enum class Produced { kQueued, kRejected, kFailed };
 
@@ -84,6 +87,7 @@ class KafkaSink final : public Sink {
   void complete(PendingBatch* pending);
   bool wait_until_idle(Deadline deadline);
   void poll_loop();
+  void publish_delivery_tallies();
   void shutdown();
 
   std::string describe_failure(const std::string& topic, const Change& change, bool tombstone,
@@ -120,8 +124,15 @@ class KafkaSink final : public Sink {
   std::atomic<int> space_waiters_{0};
   std::uint64_t space_generation_ = 0;  // bumped by delivery reports while writers wait
 
-  std::atomic<std::int64_t> in_flight_{0};
-  std::atomic<std::int64_t> reported_{0};  // delivery reports received, for the retry estimate
+  // Messages queued by writers. On its own cache line: the per-message path shares nothing that
+  // the poller thread writes.
+  alignas(64) std::atomic<std::int64_t> queued_{0};
+  // Poller-thread state. Delivery reports and statistics run on that thread only (poll_loop is
+  // the only caller of rd_kafka_poll), so these need no synchronisation; the metrics get them once
+  // per poll round.
+  alignas(64) std::int64_t reported_ = 0;  // delivery reports received
+  std::vector<TopicHandle*> tallied_topics_;
+  KafkaMetrics::LatencyTally latencies_{metrics_};
   std::atomic<bool> failed_{false};
   std::atomic<bool> fatal_{false};
   std::atomic<bool> brokers_down_{false};
