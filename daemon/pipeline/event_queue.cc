@@ -19,12 +19,6 @@ std::optional<std::int64_t> first_change_timestamp(
 
 }  // namespace
 
-std::size_t EventBacklog::size() const {
-  std::size_t count = 0;
-  for (const auto& chunk : chunks_) count += chunk.size();
-  return count - head_;
-}
-
 void EventBacklog::pop_front() {
   if (++head_ < chunks_.front().size()) return;
   chunks_.pop_front();

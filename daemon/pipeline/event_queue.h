@@ -18,7 +18,6 @@ namespace cdcd {
 class EventBacklog {
  public:
   bool empty() const { return chunks_.empty(); }
-  std::size_t size() const;
   SourceEvent& front() { return chunks_.front()[head_]; }
   void pop_front();
   void append(std::deque<std::vector<SourceEvent>>&& chunks);
