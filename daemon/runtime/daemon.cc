@@ -28,14 +28,20 @@ const Instance* find_named(const std::vector<Instance>& instances, const std::st
   return nullptr;
 }
 
-}  // namespace
-
-void block_termination_signals() {
+// The signals every thread blocks and the main thread waits for.
+sigset_t awaited_signals() {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
   sigaddset(&set, kWakeSignal);
+  return set;
+}
+
+}  // namespace
+
+void block_termination_signals() {
+  const sigset_t set = awaited_signals();
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
 }
@@ -121,11 +127,7 @@ int Daemon::run() {
     log_->error("{}", started.error().message);
     return kExitRuntimeFailure;
   }
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, kWakeSignal);
+  const sigset_t signals = awaited_signals();
   timespec tick{0, 200 * 1000 * 1000};
   while (true) {
     int signo = sigtimedwait(&signals, nullptr, &tick);
