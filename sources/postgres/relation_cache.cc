@@ -191,6 +191,24 @@ Status ChangeDecoder::check_width(const Relation& relation,
               " columns, its Relation message " + std::to_string(relation.columns.size()));
 }
 
+namespace {
+
+// The old image of an Update or Delete, by what pgoutput sent: 'O' the whole old row (REPLICA
+// IDENTITY FULL), 'K' its key columns. Without either the key did not change, so the change's key
+// columns are the old ones.
+void set_old_row(Change& change, const Relation& relation, char old_kind,
+                 const std::vector<TupleValue>& old_values) {
+  if (old_kind == 'O') {
+    append_row(change.old_row, relation, old_values, nullptr, nullptr);
+  } else if (old_kind == 'K') {
+    append_row(change.old_row, relation, old_values, &relation.key_columns, nullptr);
+  } else {
+    change.old_row = change.key;
+  }
+}
+
+}  // namespace
+
 Status ChangeDecoder::decode_insert(std::string_view message, std::vector<Change>& out) {
   ByteReader reader(message);
   reader.u8();
@@ -233,14 +251,7 @@ Status ChangeDecoder::decode_update(std::string_view message, std::vector<Change
   change.entity = rel.entity;
   append_row(change.key, rel, new_values_, &rel.key_columns, nullptr);
   append_row(change.new_row, rel, new_values_, nullptr, &change.unchanged_columns);
-  if (old_kind == 'O') {
-    append_row(change.old_row, rel, old_values_, nullptr, nullptr);
-  } else if (old_kind == 'K') {
-    append_row(change.old_row, rel, old_values_, &rel.key_columns, nullptr);
-  } else {
-    // The key did not change, so pgoutput sent no old image: the key columns are the old ones.
-    change.old_row = change.key;
-  }
+  set_old_row(change, rel, old_kind, old_values_);
   return ok();
 }
 
@@ -259,11 +270,7 @@ Status ChangeDecoder::decode_delete(std::string_view message, std::vector<Change
   change.operation = Operation::kDelete;
   change.entity = rel.entity;
   append_row(change.key, rel, old_values_, &rel.key_columns, nullptr);
-  if (old_kind == 'O') {
-    append_row(change.old_row, rel, old_values_, nullptr, nullptr);
-  } else {
-    change.old_row = change.key;
-  }
+  set_old_row(change, rel, old_kind, old_values_);
   return ok();
 }
 
