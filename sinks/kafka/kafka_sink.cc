@@ -55,7 +55,8 @@ std::int64_t now_us() {
 }  // namespace
 
 struct KafkaSink::PendingBatch {
-  PendingBatch(BatchPtr b, AckFn a) : batch(std::move(b)), ack(std::move(a)) {
+  PendingBatch(BatchPtr b, AckFn a)
+      : batch(std::move(b)), ack(std::move(a)), written_at(std::chrono::steady_clock::now()) {
     // One message per change plus a tombstone per delete, at most: never reallocated, because
     // librdkafka holds pointers into it.
     refs.reserve(batch->changes.size() * 2);
@@ -76,6 +77,11 @@ struct KafkaSink::PendingBatch {
 
   BatchPtr batch;
   AckFn ack;
+  // Delivery latency is measured from here: a clock read per batch, not per message.
+  const std::chrono::steady_clock::time_point written_at;
+  // Every message of the batch carries this CreateTime (ms): librdkafka would otherwise read the
+  // clock for each one.
+  std::int64_t timestamp_ms = 0;
   // Messages without a delivery report, plus one held by write() until it has produced them all.
   std::atomic<std::size_t> outstanding{1};
   std::mutex mutex;
@@ -259,6 +265,7 @@ void KafkaSink::write(BatchPtr batch, AckFn ack) {
 void KafkaSink::produce_batch(PendingBatch& pending) {
   const Batch& batch = *pending.batch;
   const EncodeContext encode_context{batch.source_name, batch.connector, now_us()};
+  pending.timestamp_ms = encode_context.processed_at_us / 1000;
   const bool constant_topic = config_.topic.is_constant();
   std::string topic_name = constant_topic ? config_.topic.text() : std::string();
   std::string rendered_key, value;
@@ -317,7 +324,7 @@ KafkaSink::Produced KafkaSink::produce(PendingBatch& pending, TopicHandle& topic
   rd_kafka_headers_t* headers =
       config_.headers ? make_headers(change, pending.batch->source_name) : nullptr;
 
-  rd_kafka_vu_t fields[6];
+  rd_kafka_vu_t fields[7];
   size_t count = 0;
   fields[count].vtype = RD_KAFKA_VTYPE_RKT;
   fields[count++].u.rkt = topic.rkt;
@@ -331,6 +338,8 @@ KafkaSink::Produced KafkaSink::produce(PendingBatch& pending, TopicHandle& topic
   fields[count++].u.mem.size = value != nullptr ? value->size() : 0;
   fields[count].vtype = RD_KAFKA_VTYPE_OPAQUE;
   fields[count++].u.ptr = &ref;
+  fields[count].vtype = RD_KAFKA_VTYPE_TIMESTAMP;
+  fields[count++].u.i64 = pending.timestamp_ms;
   if (headers != nullptr) {
     fields[count].vtype = RD_KAFKA_VTYPE_HEADERS;
     fields[count++].u.headers = headers;
@@ -425,9 +434,9 @@ void KafkaSink::deliver(rd_kafka_t* rk, const rd_kafka_message_t& message) {
   if (message.err == RD_KAFKA_RESP_ERR_NO_ERROR) {
     if (topic->unpublished_messages++ == 0) tallied_topics_.push_back(topic);
     topic->unpublished_bytes += message.len + message.key_len;
-    if (auto latency_us = rd_kafka_message_latency(&message); latency_us >= 0) {
-      latencies_.add(static_cast<double>(latency_us) / 1e6);
-    }
+    // Reports arrive in bursts (one per produce request): one clock read serves the burst.
+    if (!round_clock_) round_clock_ = std::chrono::steady_clock::now();
+    latencies_.add(std::chrono::duration<double>(*round_clock_ - pending.written_at).count());
     if (brokers_down_.load(std::memory_order_relaxed)) brokers_down_ = false;
   } else {
     metrics_.count_error();
@@ -524,6 +533,7 @@ void KafkaSink::on_log(const rd_kafka_t* rk, int level, const char* facility, co
 
 void KafkaSink::poll_loop() {
   while (!poller_stop_) {
+    round_clock_.reset();
     rd_kafka_poll(producer_, 50);
     publish_delivery_tallies();
   }

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
@@ -131,6 +132,8 @@ class KafkaSink final : public Sink {
   // the only caller of rd_kafka_poll), so these need no synchronisation; the metrics get them once
   // per poll round.
   alignas(64) std::int64_t reported_ = 0;  // delivery reports received
+  // The time of the current poll round's first delivery report.
+  std::optional<std::chrono::steady_clock::time_point> round_clock_;
   std::vector<TopicHandle*> tallied_topics_;
   KafkaMetrics::LatencyTally latencies_{metrics_};
   std::atomic<bool> failed_{false};

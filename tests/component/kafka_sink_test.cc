@@ -214,6 +214,9 @@ class KafkaSinkTest : public ::testing::Test {
 TEST_F(KafkaSinkTest, RoutesTopicsKeysHeadersAndTombstones) {
   auto sink = start_sink("topic: \"cdc.{source}.{schema}.{table}\"\nformat: debezium");
   ASSERT_NE(sink, nullptr);
+  const auto written_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                              std::chrono::system_clock::now().time_since_epoch())
+                              .count();
   auto report = write_and_wait(
       *sink, make_batch({make_change(10, "public.orders", key_of(1)),
                          make_change(11, "public.orders", key_of(1), Operation::kUpdate,
@@ -249,6 +252,11 @@ TEST_F(KafkaSinkTest, RoutesTopicsKeysHeadersAndTombstones) {
   auto deleted = nlohmann::json::parse(orders[2].value.value());
   EXPECT_EQ(deleted["op"], "d");
   EXPECT_EQ(orders[3].value, std::nullopt) << "a tombstone follows the delete";
+  for (const auto& record : orders) {
+    EXPECT_EQ(record.timestamp_type, 1) << "CreateTime";
+    EXPECT_GE(record.timestamp_ms, written_ms) << "the time the sink produced the batch";
+    EXPECT_LE(record.timestamp_ms, written_ms + 10000);
+  }
   EXPECT_EQ(orders[3].offset, orders[2].offset + 1);
 
   auto items = cluster_->read_all({"cdc.shop.inventory.items"});

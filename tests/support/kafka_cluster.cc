@@ -92,6 +92,7 @@ def cmd_read(bootstrap, timeout, topics):
                     'key': None if key is None else key.decode('utf-8'),
                     'value': None if msg.value() is None else msg.value().decode('utf-8'),
                     'headers': [[k, v.decode('utf-8')] for k, v in (msg.headers() or [])],
+                    'timestamp_type': msg.timestamp()[0], 'timestamp_ms': msg.timestamp()[1],
                     'murmur2_partition': -1 if key is None
                         else (murmur2(key) & 0x7fffffff) % counts[msg.topic()]})
                 if tp in ends and msg.offset() + 1 >= ends[tp]:
@@ -249,6 +250,8 @@ std::vector<KafkaRecord> KafkaMockCluster::read_all(const std::vector<std::strin
       record.headers.emplace_back(header.at(0).get<std::string>(), header.at(1).get<std::string>());
     }
     record.murmur2_partition = json.at("murmur2_partition").get<int>();
+    record.timestamp_type = json.at("timestamp_type").get<int>();
+    record.timestamp_ms = json.at("timestamp_ms").get<std::int64_t>();
     records.push_back(std::move(record));
   }
   return records;

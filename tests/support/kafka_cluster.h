@@ -23,6 +23,10 @@ struct KafkaRecord {
   std::vector<std::pair<std::string, std::string>> headers;
   // The partition the Java client's murmur2 partitioner picks for `key` (computed in Python).
   int murmur2_partition = -1;
+  // Kafka's timestamp type (1 = CreateTime, 2 = LogAppendTime) and value, as the consumer sees
+  // them.
+  int timestamp_type = 0;
+  std::int64_t timestamp_ms = 0;
 
   // The first header named `name`, or nullopt.
   std::optional<std::string> header(const std::string& name) const;
