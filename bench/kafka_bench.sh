@@ -2,7 +2,8 @@
 # Benchmark (not a test): COUNT changes jsonl -> Kafka (librdkafka's mock cluster, 3 brokers) in
 # native format through cdcd, compared in the same run with `kcat -P -l` producing the same
 # messages (same key, same value bytes) to the same cluster with the same producer settings.
-# Prints both rates, the ratio, and cdcd's peak RSS (median of RUNS runs). Also measures the Kafka
+# Prints both rates, the ratio, cdcd's peak RSS and the CPU time each spends per change (user +
+# system, all threads; steadier than rates on a shared machine), medians of RUNS runs. Also measures the Kafka
 # sink alone (bench/kafka_sink_bench.cc: batches parsed beforehand, no source or pipeline), to tell
 # the sink's cost from the rest of cdcd's.
 # Usage: bench/kafka_bench.sh [COUNT] [RUNS]      (BUILD_DIR overrides the build directory)
@@ -69,7 +70,9 @@ topic_count() {
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-cdcd_rates=() cdcd_rss=() kcat_rates=() sink_rates=()
+cdcd_rates=() cdcd_rss=() cdcd_cpu=() kcat_rates=() kcat_cpu=() sink_rates=()
+# CPU microseconds per change from a `time -f "%U %S"` report.
+cpu_per_change() { awk -v n="$count" '{printf "%.3f\n", ($1 + $2) * 1e6 / n}' "$1"; }
 for run in $(seq "$runs"); do
   mock create_topic "bench.cdcd.$run" "$partitions" 3
   mock create_topic "bench.kcat.$run" "$partitions" 3
@@ -100,22 +103,24 @@ YAML
   } >"$work/bench.yaml"
 
   start=$(date +%s.%N)
-  timeout 600 /usr/bin/time -v -o "$work/time.txt" "$build/cdcd" run --config "$work/bench.yaml"
+  timeout 600 /usr/bin/time -f "%U %S %M" -o "$work/time.txt" "$build/cdcd" run --config "$work/bench.yaml"
   end=$(date +%s.%N)
   produced=$(topic_count "bench.cdcd.$run")
   [ "$produced" -eq "$count" ] || { echo "cdcd produced $produced messages, expected $count" >&2; exit 1; }
   cdcd_rates+=("$(echo "$count / ($end - $start)" | bc -l)")
-  cdcd_rss+=("$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$work/time.txt")")
+  cdcd_rss+=("$(awk '{print $3}' "$work/time.txt")")
+  cdcd_cpu+=("$(cpu_per_change "$work/time.txt")")
 
   kcat_args=()
   for property in "${producer_properties[@]}"; do kcat_args+=(-X "$property"); done
   start=$(date +%s.%N)
-  timeout 600 kcat -P -l -K $'\t' -b "$bootstrap" -t "bench.kcat.$run" "${kcat_args[@]}" \
-    "$work/kcat.txt"
+  timeout 600 /usr/bin/time -f "%U %S" -o "$work/time.txt" \
+    kcat -P -l -K $'\t' -b "$bootstrap" -t "bench.kcat.$run" "${kcat_args[@]}" "$work/kcat.txt"
   end=$(date +%s.%N)
   produced=$(topic_count "bench.kcat.$run")
   [ "$produced" -eq "$count" ] || { echo "kcat produced $produced messages, expected $count" >&2; exit 1; }
   kcat_rates+=("$(echo "$count / ($end - $start)" | bc -l)")
+  kcat_cpu+=("$(cpu_per_change "$work/time.txt")")
 
   # The sink alone. It keeps every parsed change in memory: its RSS is not cdcd's.
   sink_out=$(timeout 600 "$build/bench/kafka_sink_bench" "$bootstrap" "bench.sink.$run" \
@@ -124,9 +129,9 @@ YAML
   [ "$produced" -eq "$count" ] || { echo "the sink produced $produced messages, expected $count" >&2; exit 1; }
   sink_rates+=("$(echo "$sink_out" | sed -n 's/.*: \([0-9.]*\) changes\/s/\1/p')")
 
-  printf 'run %d: cdcd %.0f changes/s (peak RSS %d KiB), sink alone %.0f changes/s, kcat -P %.0f messages/s, ratio cdcd/kcat %.2f\n' \
-    "$run" "${cdcd_rates[-1]}" "${cdcd_rss[-1]}" "${sink_rates[-1]}" "${kcat_rates[-1]}" \
-    "$(echo "${cdcd_rates[-1]} / ${kcat_rates[-1]}" | bc -l)"
+  printf 'run %d: cdcd %.0f changes/s (%.2f CPU-us/change, peak RSS %d KiB), sink alone %.0f changes/s, kcat -P %.0f messages/s (%.2f CPU-us/message), ratio cdcd/kcat %.2f\n' \
+    "$run" "${cdcd_rates[-1]}" "${cdcd_cpu[-1]}" "${cdcd_rss[-1]}" "${sink_rates[-1]}" \
+    "${kcat_rates[-1]}" "${kcat_cpu[-1]}" "$(echo "${cdcd_rates[-1]} / ${kcat_rates[-1]}" | bc -l)"
 done
 
 cdcd_rate=$(printf '%s\n' "${cdcd_rates[@]}" | median)
@@ -135,5 +140,8 @@ sink_rate=$(printf '%s\n' "${sink_rates[@]}" | median)
 rss=$(printf '%s\n' "${cdcd_rss[@]}" | median)
 printf 'median: cdcd %.0f changes/s, kcat -P %.0f messages/s, ratio %.2f (target >= 0.8); cdcd peak RSS %.1f MiB\n' \
   "$cdcd_rate" "$kcat_rate" "$(echo "$cdcd_rate / $kcat_rate" | bc -l)" "$(echo "$rss / 1024" | bc -l)"
+printf 'median CPU time: cdcd %.2f us/change, kcat -P %.2f us/message (cdcd/kcat %.2f)\n' \
+  "$(printf '%s\n' "${cdcd_cpu[@]}" | median)" "$(printf '%s\n' "${kcat_cpu[@]}" | median)" \
+  "$(echo "$(printf '%s\n' "${cdcd_cpu[@]}" | median) / $(printf '%s\n' "${kcat_cpu[@]}" | median)" | bc -l)"
 printf 'median: the Kafka sink alone %.0f changes/s, ratio to kcat %.2f\n' \
   "$sink_rate" "$(echo "$sink_rate / $kcat_rate" | bc -l)"
