@@ -1,5 +1,7 @@
 #include "daemon/pipeline/filter.h"
 
+#include <algorithm>
+
 namespace cdcd {
 
 bool glob_match(std::string_view pattern, std::string_view text) {
@@ -31,22 +33,20 @@ ChangeFilter::ChangeFilter(std::vector<std::string> entities,
     for (bool& wanted : operations_) wanted = true;
   }
   for (Operation op : operations) operations_[static_cast<int>(op)] = true;
+  includes_all_ = std::any_of(entities_.begin(), entities_.end(), [](const std::string& pattern) {
+    return !pattern.empty() && pattern.find_first_not_of('*') == std::string::npos;
+  });
 }
 
 bool ChangeFilter::accepts(const Change& change) const {
   if (!operations_[static_cast<int>(change.operation)]) return false;
-  bool included = false;
-  for (const auto& pattern : entities_) {
-    if (glob_match(pattern, change.entity)) {
-      included = true;
-      break;
-    }
-  }
-  if (!included) return false;
-  for (const auto& pattern : exclude_entities_) {
-    if (glob_match(pattern, change.entity)) return false;
-  }
-  return true;
+  if (!includes_all_ && !matches_any(entities_, change.entity)) return false;
+  return !matches_any(exclude_entities_, change.entity);
+}
+
+bool ChangeFilter::matches_any(const std::vector<std::string>& patterns, std::string_view entity) {
+  return std::any_of(patterns.begin(), patterns.end(),
+                     [&](const std::string& pattern) { return glob_match(pattern, entity); });
 }
 
 }  // namespace cdcd

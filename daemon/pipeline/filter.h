@@ -20,8 +20,12 @@ class ChangeFilter {
   bool accepts(const Change& change) const;
 
  private:
+  static bool matches_any(const std::vector<std::string>& patterns, std::string_view entity);
+
   std::vector<std::string> entities_;
   std::vector<std::string> exclude_entities_;
+  // An include pattern of only '*'s (the default "*"): every entity is included without matching.
+  bool includes_all_ = false;
   bool operations_[5] = {false, false, false, false, false};
 };
 

@@ -52,6 +52,12 @@ TEST(ChangeFilterTest, StarAcceptsEveryEntity) {
   ChangeFilter filter({"*"}, {}, {});
   EXPECT_TRUE(filter.accepts(change_of("public.orders")));
   EXPECT_TRUE(filter.accepts(change_of("x")));
+  EXPECT_TRUE(filter.accepts(change_of("")));
+  ChangeFilter stars({"public.orders", "**"}, {}, {});
+  EXPECT_TRUE(stars.accepts(change_of("audit.login")));
+  ChangeFilter empty_pattern({""}, {}, {});
+  EXPECT_FALSE(empty_pattern.accepts(change_of("x")));
+  EXPECT_TRUE(empty_pattern.accepts(change_of("")));
 }
 
 TEST(ChangeFilterTest, ExactAndGlobEntities) {
