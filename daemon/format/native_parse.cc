@@ -5,6 +5,12 @@
 // values it is asked for, so a skipped object such as {"id": tru} would otherwise pass unnoticed
 // and reach the sinks as invalid JSON. Copying the raw tokens also keeps strings byte for byte
 // (UTF-8 and \u escapes alike) and numbers digit for digit (no double rounding of big numerics).
+//
+// Most lines are "plain": no backslash and no control character anywhere. In such a line every
+// string is valid as it stands (simdjson's first stage has checked that it is closed and valid
+// UTF-8), ends at its next quote, and reads the same unescaped. One scan of the line settles that,
+// and the strings are then taken from their raw bytes instead of being checked one by one and
+// unescaped. Any other line takes the general path, which checks each string.
 
 #include <bit>
 #include <cstdint>
@@ -29,7 +35,11 @@ static_assert(kNativeLinePadding == simdjson::SIMDJSON_PADDING);
 // afterwards, so that one huge line does not pin several times its size for the daemon's life.
 constexpr std::size_t kReusedParserCapacity = 256 * 1024;
 
+constexpr const char* kBadStringMessage =
+    "invalid JSON: invalid escape or unescaped control character in a string";
+
 enum Field : unsigned {
+  kUnknown = 0,
   kLsn = 1u << 0,
   kSeq = 1u << 1,
   kTimestamp = 1u << 2,
@@ -129,27 +139,39 @@ const char* escape_end(const char* p) {
   }
 }
 
-static_assert(std::endian::native == std::endian::little, "string_end counts from the low byte");
+static_assert(std::endian::native == std::endian::little, "the word scans count from the low byte");
+
+constexpr std::uint64_t kOnes = 0x0101010101010101;
+
+// Flags the high bit of each byte of `word` below `limit` (at most 0x80) with the has-zero-byte
+// trick, which may also flag bytes above a match (borrows) but never below one: the lowest flag is
+// exact, and so is "any flag".
+std::uint64_t bytes_below(std::uint64_t word, unsigned char limit) {
+  constexpr std::uint64_t kHighBits = 0x8080808080808080;
+  return (word - kOnes * limit) & ~word & kHighBits;
+}
+
+std::uint64_t bytes_equal(std::uint64_t word, char c) {
+  return bytes_below(word ^ (kOnes * static_cast<unsigned char>(c)), 1);
+}
+
+std::uint64_t load_word(const char* p) {
+  std::uint64_t word;
+  std::memcpy(&word, p, sizeof word);
+  return word;
+}
 
 // `p` points just after a string's opening quote; returns its closing quote, or nullptr when the
 // string holds a raw control character or an invalid escape. simdjson's first stage has already
 // checked that every string is closed and that the text is valid UTF-8.
 //
 // Bytes are read eight at a time, which the line's padding allows: a read starts at most at the
-// closing quote. Each mask flags the high bit of the matching bytes with the has-zero-byte trick,
-// which may also flag bytes above a match (borrows) but never below one: the lowest flag of each
-// mask, and so of their union, is exact.
+// closing quote.
 const char* string_end(const char* p) {
-  constexpr std::uint64_t kOnes = 0x0101010101010101;
-  constexpr std::uint64_t kHighBits = 0x8080808080808080;
-  const auto below = [](std::uint64_t word, unsigned char limit) {
-    return (word - kOnes * limit) & ~word & kHighBits;
-  };
   for (;;) {
-    std::uint64_t word;
-    std::memcpy(&word, p, sizeof word);
-    const std::uint64_t quotes = below(word ^ (kOnes * '"'), 1);
-    const std::uint64_t specials = quotes | below(word ^ (kOnes * '\\'), 1) | below(word, 0x20);
+    const std::uint64_t word = load_word(p);
+    const std::uint64_t quotes = bytes_equal(word, '"');
+    const std::uint64_t specials = quotes | bytes_equal(word, '\\') | bytes_below(word, 0x20);
     if (specials == 0) {
       p += 8;
       continue;
@@ -161,6 +183,25 @@ const char* string_end(const char* p) {
     if (p == nullptr) return nullptr;
     ++p;
   }
+}
+
+// Whether the line is plain (see the top of the file). Eight bytes at a time; the bytes of the
+// last word past the line, in its padding, are masked out.
+bool is_plain(std::string_view line) {
+  const char* p = line.data();
+  std::size_t left = line.size();
+  const auto specials = [](std::uint64_t word) {
+    return bytes_equal(word, '\\') | bytes_below(word, 0x20);
+  };
+  for (; left >= 16; left -= 16, p += 16) {
+    if ((specials(load_word(p)) | specials(load_word(p + 8))) != 0) return false;
+  }
+  for (; left >= 8; left -= 8, p += 8) {
+    if (specials(load_word(p)) != 0) return false;
+  }
+  if (left == 0) return true;
+  const std::uint64_t in_line = (std::uint64_t{1} << (8 * left)) - 1;
+  return (specials(load_word(p)) & in_line) == 0;
 }
 
 // Writes compact JSON made of validated input tokens and punctuation. A piece that follows the
@@ -218,7 +259,7 @@ class CompactWriter {
 bool append_raw_string(const char* begin, CompactWriter& out, std::string& error) {
   const char* end = string_end(begin);
   if (end == nullptr) {
-    error = "invalid JSON: invalid escape or unescaped control character in a string";
+    error = kBadStringMessage;
     return false;
   }
   out.copy(begin - 1, end + 1);
@@ -332,25 +373,218 @@ bool append_compact(od::value& value, CompactWriter& out, std::string& error) {
   return false;
 }
 
+// Checks a value of a plain line as completely as append_compact does, in the same order (so
+// that the first problem found is the same), without writing it: its strings need no check of
+// their own. Like append_compact, it consumes strings but leaves numbers and literals to be
+// skipped, so that simdjson's iteration takes the same steps.
+//
+// It also clears `compact` when whitespace separates two of the value's tokens (or follows it),
+// looking only next to the tokens: simdjson has checked that nothing else can be there. A key
+// must follow the "{" or "," before its opening quote directly; two bytes before its value must be
+// its closing quote (the colon is then the byte between); an element must follow its "[" or ","
+// directly; a scalar's or string's raw token runs up to the next token, whitespace included; a
+// container's last byte before its closing brace or bracket is that of its last value, or the
+// opening one.
+bool check_plain(od::value& value, bool& compact, std::string& error);
+
+bool is_compact_end(std::string_view raw) {
+  return raw.size() >= 2 && !is_json_space(raw.back()) && !is_json_space(raw[raw.size() - 2]);
+}
+
+// `text` receives the object's raw text, whitespace after it included.
+bool check_plain_object(od::object& object, bool& compact, std::string_view& text,
+                        std::string& error) {
+  for (auto field_result : object) {
+    if (auto code = field_result.error()) {
+      error = invalid_json(code);
+      return false;
+    }
+    od::field&& field = std::move(field_result).value_unsafe();
+    const char* key = field.key().raw();
+    od::value& value = field.value();
+    const char* start = value.raw_json_token().data();
+    compact &= (key[-2] == '{' || key[-2] == ',') && start[-2] == '"';
+    if (!check_plain(value, compact, error)) return false;
+  }
+  if (auto code = object.raw_json().get(text)) {
+    error = invalid_json(code);
+    return false;
+  }
+  compact &= is_compact_end(text);
+  return true;
+}
+
+bool check_plain_array(od::array& array, bool& compact, std::string& error) {
+  for (auto element_result : array) {
+    od::value element;
+    if (auto code = std::move(element_result).get(element)) {
+      error = invalid_json(code);
+      return false;
+    }
+    const char* start = element.raw_json_token().data();
+    compact &= start[-1] == '[' || start[-1] == ',';
+    if (!check_plain(element, compact, error)) return false;
+  }
+  std::string_view text;
+  if (auto code = array.raw_json().get(text)) {
+    error = invalid_json(code);
+    return false;
+  }
+  compact &= is_compact_end(text);
+  return true;
+}
+
+// A scalar's token without the whitespace after it, clearing `compact` if there was some.
+std::string_view scalar_token(od::value& value, bool& compact) {
+  std::string_view token = value.raw_json_token();
+  const std::size_t size = token.size();
+  while (!token.empty() && is_json_space(token.back())) token.remove_suffix(1);
+  compact &= token.size() == size;
+  return token;
+}
+
+bool check_literal(std::string_view token, std::string_view expected, std::string& error) {
+  if (token == expected) return true;
+  error = "invalid JSON: unexpected token " + std::string(token.substr(0, 32));
+  return false;
+}
+
+bool check_plain(od::value& value, bool& compact, std::string& error) {
+  od::json_type type;
+  if (auto code = value.type().get(type)) {
+    error = invalid_json(code);
+    return false;
+  }
+  switch (type) {
+    case od::json_type::object: {
+      od::object object;
+      if (auto code = value.get_object().get(object)) {
+        error = invalid_json(code);
+        return false;
+      }
+      std::string_view text;
+      return check_plain_object(object, compact, text, error);
+    }
+    case od::json_type::array: {
+      od::array array;
+      if (auto code = value.get_array().get(array)) {
+        error = invalid_json(code);
+        return false;
+      }
+      return check_plain_array(array, compact, error);
+    }
+    case od::json_type::string: {
+      scalar_token(value, compact);
+      od::raw_json_string raw;
+      if (auto code = value.get_raw_json_string().get(raw)) {
+        error = invalid_json(code);
+        return false;
+      }
+      return true;
+    }
+    case od::json_type::number: {
+      std::string_view token = scalar_token(value, compact);
+      if (is_json_number(token)) return true;
+      error = "invalid JSON: malformed number " + std::string(token.substr(0, 32));
+      return false;
+    }
+    case od::json_type::boolean: {
+      std::string_view token = scalar_token(value, compact);
+      return check_literal(token, token.front() == 't' ? "true" : "false", error);
+    }
+    case od::json_type::null:
+      return check_literal(scalar_token(value, compact), "null", error);
+  }
+  error = "invalid JSON: unknown value type";
+  return false;
+}
+
+// Each known field's name followed by the closing quote of its key, by bit number.
+constexpr std::string_view kQuotedNames[] = {"lsn\"",    "seq\"",    "timestamp\"", "txid\"",
+                                             "source\"", "entity\"", "key\"",       "operation\"",
+                                             "old\"",    "new\"",    "unchanged\""};
+
+constexpr std::string_view quoted_name(Field field) {
+  return kQuotedNames[std::countr_zero(static_cast<unsigned>(field))];
+}
+
+std::string_view field_name(Field field) {
+  std::string_view name = quoted_name(field);
+  name.remove_suffix(1);
+  return name;
+}
+
+// Whether the raw key at `raw` (just past its opening quote) names `field`. Keys are compared in
+// their raw form: a known name spelled with escapes counts as unknown. Reads past the key at most
+// the length of the longest name, within the line and its padding.
+bool key_is(const char* raw, Field field) {
+  const std::string_view quoted = quoted_name(field);
+  return std::memcmp(raw, quoted.data(), quoted.size()) == 0;
+}
+
+// The known field a raw key names, or kUnknown.
+Field field_of(const char* raw) {
+  const auto one = [raw](Field a) { return key_is(raw, a) ? a : kUnknown; };
+  const auto either = [raw](Field a, Field b) {
+    return key_is(raw, a) ? a : key_is(raw, b) ? b : kUnknown;
+  };
+  switch (raw[0]) {
+    case 'l':
+      return one(kLsn);
+    case 's':
+      return either(kSeq, kSource);
+    case 't':
+      return either(kTimestamp, kTxid);
+    case 'e':
+      return one(kEntity);
+    case 'k':
+      return one(kKey);
+    case 'o':
+      return either(kOperation, kOld);
+    case 'n':
+      return one(kNew);
+    case 'u':
+      return one(kUnchanged);
+    default:
+      return kUnknown;
+  }
+}
+
 // Reads the lines's fields one by one; `error` holds the first problem.
 class LineReader {
  public:
-  explicit LineReader(Change& change) : change_(change) {}
+  LineReader(Change& change, bool plain) : change_(change), plain_(plain) {}
 
   bool read(od::object& object);
   const std::string& error() const { return error_; }
 
  private:
-  bool field(std::string_view name, od::value& value);
-  bool mark_seen(unsigned bit, std::string_view name);
+  template <Field kField>
+  bool field(od::value& value);
+  bool field(Field field, od::value& value);
+  bool mark_seen(Field field) {
+    if (seen_ & field) return fail_duplicate(field);
+    seen_ |= field;
+    return true;
+  }
+  bool fail_duplicate(Field field);
   bool type_of(od::value& value, od::json_type& type);
   bool is_null(od::value& value, od::json_type type);
-  bool read_unsigned(od::value& value, std::string_view name, std::uint64_t& out);
+  bool read_unsigned(od::value& value, Field field, std::uint64_t& out) {
+    // Tried first, as it succeeds for every well-formed line; only its failure needs the type.
+    if (value.get_uint64().get(out) == simdjson::SUCCESS) return true;
+    return fail_unsigned(value, field);
+  }
+  bool fail_unsigned(od::value& value, Field field);
+  bool read_seq(od::value& value);
+  bool read_txid(od::value& value);
   bool read_timestamp(od::value& value);
-  bool read_text(od::value& value, std::string_view name, std::string_view& out, bool allow_null);
-  bool read_string(od::value& value, std::string_view name, std::string& out, bool allow_null);
+  bool read_other_timestamp(od::value& value);
+  bool read_text(od::value& value, Field field, std::string_view& out, bool allow_null);
+  bool read_entity(od::value& value);
   bool read_operation(od::value& value);
-  bool read_row(od::value& value, std::string_view name, std::string& out, bool is_key);
+  bool read_row(od::value& value, Field field, std::string& out);
+  bool read_plain_row(od::value& value, std::string& out);
   bool read_unchanged(od::value& value);
   bool fail(std::string message) {
     error_ = std::move(message);
@@ -358,6 +592,7 @@ class LineReader {
   }
 
   Change& change_;
+  const bool plain_;
   unsigned seen_ = 0;
   std::string error_;
 };
@@ -367,15 +602,10 @@ bool LineReader::read(od::object& object) {
     if (auto code = field_result.error()) return fail(invalid_json(code));
     // In place, not copied: see append_compact.
     od::field&& field_value = std::move(field_result).value_unsafe();
-    od::raw_json_string key = field_value.key();
-    // Keys are compared in their raw form: a known name spelled with escapes counts as unknown.
-    const char* key_end = string_end(key.raw());
-    if (key_end == nullptr) {
-      return fail("invalid JSON: invalid escape or unescaped control character in a string");
-    }
-    std::string_view name(key.raw(), static_cast<std::size_t>(key_end - key.raw()));
+    const char* key = field_value.key().raw();
+    if (!plain_ && string_end(key) == nullptr) return fail(kBadStringMessage);
     od::value& value = field_value.value();
-    if (!field(name, value)) return false;
+    if (!field(field_of(key), value)) return false;
   }
   if (!(seen_ & kLsn)) return fail("missing \"lsn\"");
   if (!(seen_ & kTimestamp)) return fail("missing \"timestamp\"");
@@ -385,45 +615,58 @@ bool LineReader::read(od::object& object) {
   return true;
 }
 
-bool LineReader::field(std::string_view name, od::value& value) {
-  if (name == "lsn") return mark_seen(kLsn, name) && read_unsigned(value, name, change_.lsn);
-  if (name == "seq") {
-    std::uint64_t seq = 0;
-    if (!mark_seen(kSeq, name) || !read_unsigned(value, name, seq)) return false;
-    if (seq > UINT32_MAX) return fail("\"seq\" must be an unsigned 32-bit integer");
-    change_.seq = static_cast<std::uint32_t>(seq);
+template <Field kField>
+bool LineReader::field(od::value& value) {
+  if (!mark_seen(kField)) return false;
+  if constexpr (kField == kLsn) return read_unsigned(value, kLsn, change_.lsn);
+  if constexpr (kField == kSeq) return read_seq(value);
+  if constexpr (kField == kTimestamp) return read_timestamp(value);
+  if constexpr (kField == kTxid) return read_txid(value);
+  if constexpr (kField == kSource) {
+    std::string_view text;
+    if (!read_text(value, kSource, text, true)) return false;
+    change_.source.assign(text);
     return true;
   }
-  if (name == "timestamp") return mark_seen(kTimestamp, name) && read_timestamp(value);
-  if (name == "txid") {
-    od::json_type type;
-    if (!mark_seen(kTxid, name) || !type_of(value, type)) return false;
-    if (is_null(value, type)) return error_.empty();
-    std::uint64_t txid = 0;
-    if (!read_unsigned(value, name, txid)) return false;
-    change_.txid = txid;
-    return true;
-  }
-  if (name == "source") {
-    return mark_seen(kSource, name) && read_string(value, name, change_.source, true);
-  }
-  if (name == "entity") {
-    if (!mark_seen(kEntity, name) || !read_string(value, name, change_.entity, false)) return false;
-    if (change_.entity.empty()) return fail("\"entity\" must be a non-empty string");
-    return true;
-  }
-  if (name == "key") return mark_seen(kKey, name) && read_row(value, name, change_.key, true);
-  if (name == "operation") return mark_seen(kOperation, name) && read_operation(value);
-  if (name == "old") return mark_seen(kOld, name) && read_row(value, name, change_.old_row, false);
-  if (name == "new") return mark_seen(kNew, name) && read_row(value, name, change_.new_row, false);
-  if (name == "unchanged") return mark_seen(kUnchanged, name) && read_unchanged(value);
-  return true;  // unknown fields are ignored, for forward compatibility
+  if constexpr (kField == kEntity) return read_entity(value);
+  if constexpr (kField == kKey) return read_row(value, kKey, change_.key);
+  if constexpr (kField == kOperation) return read_operation(value);
+  if constexpr (kField == kOld) return read_row(value, kOld, change_.old_row);
+  if constexpr (kField == kNew) return read_row(value, kNew, change_.new_row);
+  if constexpr (kField == kUnchanged) return read_unchanged(value);
 }
 
-bool LineReader::mark_seen(unsigned bit, std::string_view name) {
-  if (seen_ & bit) return fail("duplicate " + in_quotes(name));
-  seen_ |= bit;
-  return true;
+bool LineReader::field(Field field, od::value& value) {
+  switch (field) {
+    case kLsn:
+      return this->field<kLsn>(value);
+    case kSeq:
+      return this->field<kSeq>(value);
+    case kTimestamp:
+      return this->field<kTimestamp>(value);
+    case kTxid:
+      return this->field<kTxid>(value);
+    case kSource:
+      return this->field<kSource>(value);
+    case kEntity:
+      return this->field<kEntity>(value);
+    case kKey:
+      return this->field<kKey>(value);
+    case kOperation:
+      return this->field<kOperation>(value);
+    case kOld:
+      return this->field<kOld>(value);
+    case kNew:
+      return this->field<kNew>(value);
+    case kUnchanged:
+      return this->field<kUnchanged>(value);
+    default:
+      return true;  // kUnknown: unknown fields are ignored, for forward compatibility
+  }
+}
+
+bool LineReader::fail_duplicate(Field field) {
+  return fail("duplicate " + in_quotes(field_name(field)));
 }
 
 bool LineReader::type_of(od::value& value, od::json_type& type) {
@@ -441,25 +684,50 @@ bool LineReader::is_null(od::value& value, od::json_type type) {
   return true;
 }
 
-bool LineReader::read_unsigned(od::value& value, std::string_view name, std::uint64_t& out) {
+// The error for a value that get_uint64() refused.
+bool LineReader::fail_unsigned(od::value& value, Field field) {
   od::json_type type;
   if (!type_of(value, type)) return false;
   if (type == od::json_type::number) {
     std::string_view token = trimmed_token(value);
-    if (value.get_uint64().get(out) == simdjson::SUCCESS) return true;
     if (!is_json_number(token)) {
       return fail("invalid JSON: malformed number " + std::string(token.substr(0, 32)));
     }
   }
-  return fail(in_quotes(name) + " must be an unsigned integer");
+  return fail(in_quotes(field_name(field)) + " must be an unsigned integer");
+}
+
+bool LineReader::read_seq(od::value& value) {
+  std::uint64_t seq = 0;
+  if (!read_unsigned(value, kSeq, seq)) return false;
+  if (seq > UINT32_MAX) return fail("\"seq\" must be an unsigned 32-bit integer");
+  change_.seq = static_cast<std::uint32_t>(seq);
+  return true;
+}
+
+bool LineReader::read_txid(od::value& value) {
+  std::uint64_t txid = 0;
+  if (value.get_uint64().get(txid) != simdjson::SUCCESS) {
+    od::json_type type;
+    if (!type_of(value, type)) return false;
+    if (is_null(value, type)) return error_.empty();
+    if (!read_unsigned(value, kTxid, txid)) return false;
+  }
+  change_.txid = txid;
+  return true;
 }
 
 bool LineReader::read_timestamp(od::value& value) {
+  if (value.get_int64().get(change_.timestamp_us) == simdjson::SUCCESS) return true;
+  return read_other_timestamp(value);
+}
+
+// A timestamp that is not an int64: an RFC 3339 string, or an error.
+bool LineReader::read_other_timestamp(od::value& value) {
   od::json_type type;
   if (!type_of(value, type)) return false;
   if (type == od::json_type::number) {
     std::string_view token = trimmed_token(value);
-    if (value.get_int64().get(change_.timestamp_us) == simdjson::SUCCESS) return true;
     if (!is_json_number(token)) {
       return fail("invalid JSON: malformed number " + std::string(token.substr(0, 32)));
     }
@@ -476,38 +744,46 @@ bool LineReader::read_timestamp(od::value& value) {
       "string");
 }
 
-// The text stays valid for the document's life (simdjson unescapes it into the parser's buffer).
-bool LineReader::read_text(od::value& value, std::string_view name, std::string_view& out,
-                           bool allow_null) {
+// The text stays valid for the document's life: simdjson unescapes it into the parser's buffer,
+// or, in a plain line, it is the string's bytes in the line.
+bool LineReader::read_text(od::value& value, Field field, std::string_view& out, bool allow_null) {
   od::json_type type;
   if (!type_of(value, type)) return false;
   if (allow_null && is_null(value, type)) return error_.empty();
   if (type != od::json_type::string) {
-    return fail(in_quotes(name) +
-                (name == "entity" ? " must be a non-empty string" : " must be a string"));
+    return fail(in_quotes(field_name(field)) +
+                (field == kEntity ? " must be a non-empty string" : " must be a string"));
+  }
+  if (plain_) {
+    std::string_view token = trimmed_token(value);
+    od::raw_json_string raw;
+    if (auto code = value.get_raw_json_string().get(raw)) return fail(invalid_json(code));
+    out = token.substr(1, token.size() - 2);
+    return true;
   }
   if (auto code = value.get_string().get(out)) return fail(invalid_json(code));
   return true;
 }
 
-bool LineReader::read_string(od::value& value, std::string_view name, std::string& out,
-                             bool allow_null) {
+bool LineReader::read_entity(od::value& value) {
   std::string_view text;
-  if (!read_text(value, name, text, allow_null)) return false;
-  out.assign(text);
+  if (!read_text(value, kEntity, text, false)) return false;
+  if (text.empty()) return fail("\"entity\" must be a non-empty string");
+  change_.entity.assign(text);
   return true;
 }
 
 bool LineReader::read_operation(od::value& value) {
   std::string_view name;
-  if (!read_text(value, "operation", name, false)) return false;
+  if (!read_text(value, kOperation, name, false)) return false;
   auto operation = parse_operation(name);
   if (!operation) return fail(std::string("unknown operation ") + in_quotes(name));
   change_.operation = *operation;
   return true;
 }
 
-bool LineReader::read_row(od::value& value, std::string_view name, std::string& out, bool is_key) {
+bool LineReader::read_row(od::value& value, Field field, std::string& out) {
+  const bool is_key = field == kKey;
   od::json_type type;
   if (!type_of(value, type)) return false;
   if (is_null(value, type)) {
@@ -515,17 +791,43 @@ bool LineReader::read_row(od::value& value, std::string_view name, std::string& 
     return error_.empty();
   }
   if (type != od::json_type::object) {
-    return fail(in_quotes(name) + (is_key ? " must be an object" : " must be an object or null"));
+    return fail(in_quotes(field_name(field)) +
+                (is_key ? " must be an object" : " must be an object or null"));
   }
+  if (plain_) return read_plain_row(value, out);
   // Built in a reused buffer (untouched when the image is already compact), then copied once at
   // its exact size. Like the parser, the buffer is not kept after a huge line.
   thread_local std::string scratch;
   scratch.clear();
   CompactWriter writer(scratch);
-  bool ok = append_compact(value, writer, error_);
+  const bool ok = append_compact(value, writer, error_);
   if (ok) writer.finish(out);
   if (scratch.capacity() > kReusedParserCapacity) std::string().swap(scratch);
   return ok;
+}
+
+// A row image of a plain line, once checked through simdjson's iteration, is valid JSON: its raw
+// text is its compact form unless it has whitespace outside its strings, which simdjson::minify
+// then takes out. Most images have none, and minify costs as much as the rest of the row.
+bool LineReader::read_plain_row(od::value& value, std::string& out) {
+  od::object object;
+  if (auto code = value.get_object().get(object)) return fail(invalid_json(code));
+  bool compact = true;
+  std::string_view raw;
+  if (!check_plain_object(object, compact, raw, error_)) return false;
+  while (!raw.empty() && is_json_space(raw.back())) raw.remove_suffix(1);
+  if (compact) {
+    out.assign(raw);
+    return true;
+  }
+  // minify may write whole blocks, up to the padding past the input's length.
+  out.resize(raw.size() + simdjson::SIMDJSON_PADDING);
+  std::size_t size = 0;
+  if (auto code = simdjson::minify(raw.data(), raw.size(), out.data(), size)) {
+    return fail(invalid_json(code));
+  }
+  out.resize(size);
+  return true;
 }
 
 bool LineReader::read_unchanged(od::value& value) {
@@ -565,15 +867,16 @@ Result<Change> parse_with(od::parser& parser, std::string_view line) {
   od::object object;
   if (auto code = document.get_object().get(object)) return fail(invalid_json(code));
 
-  Change change;
-  LineReader reader(change);
+  // Built in place in the result, which is returned as is, rather than moved into it.
+  Result<Change> result;
+  LineReader reader(*result, is_plain(line));
   if (!reader.read(object)) return fail(reader.error());
   // Past the object's closing brace the document must be over.
   const char* trailing = nullptr;
   if (document.current_location().get(trailing) == simdjson::SUCCESS) {
     return fail("invalid JSON: unexpected content after the object");
   }
-  return change;
+  return result;
 }
 
 }  // namespace

@@ -9,7 +9,9 @@
 namespace cdcd {
 
 // Readable bytes parse_native_line_padded() needs past the end of its line (simdjson's
-// SIMDJSON_PADDING; their contents do not matter).
+// SIMDJSON_PADDING). Their contents never change whether a line is accepted or the Change it gives;
+// for some malformed lines (unbalanced brackets) simdjson's first stage words its error
+// differently depending on them.
 inline constexpr std::size_t kNativeLinePadding = 64;
 
 // parse_native_line() (daemon/format/format.h) without its copy into a padded buffer: for a caller,

@@ -1,5 +1,6 @@
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -314,6 +315,105 @@ TEST(ParseNativeLine, PaddingLookingLikeStringContentDoesNotMatter) {
     EXPECT_EQ(change->key, R"({"s":"ab"})");
     EXPECT_EQ(change->new_row, R"({"id":1,"t":"\u00e9c"})");
   }
+}
+
+// Lines without backslashes and control characters take a path of their own, which copies a
+// compact row image as it stands and minifies any other: a space anywhere between tokens, in the
+// row or right after it, must give the same compact text, and spaces in strings must stay.
+TEST(ParseNativeLine, PlainRowImagesCompactWhateverTheSpacing) {
+  const std::string row =
+      R"({"a b":[1,{"b":null},[],"x , y"],"c":{"d":"{ } [ ] : ,","e":-1.5e3},"f":true,"g":{},)"
+      R"("h":[[false]],"i":" ","j":0})";
+  std::vector<std::size_t> boundaries;
+  bool in_string = false;
+  for (std::size_t i = 1; i <= row.size(); ++i) {
+    const char before = row[i - 1];
+    if (before == '"') in_string = !in_string;
+    const bool punctuation_around =
+        std::string_view("{}[]:,\"").find(before) != std::string::npos ||
+        (i < row.size() && std::string_view("{}[]:,\"").find(row[i]) != std::string::npos);
+    if (!in_string && punctuation_around) boundaries.push_back(i);
+  }
+  ASSERT_GT(boundaries.size(), 40u);
+  for (std::size_t at : boundaries) {
+    const std::string spaced = row.substr(0, at) + ' ' + row.substr(at);
+    for (const std::string field : {"key", "old", "new"}) {
+      auto change =
+          parse_native_line(R"({"lsn":1,"timestamp":5,"entity":"t","operation":"update",")" +
+                            field + "\":" + spaced + "}");
+      ASSERT_TRUE(change) << change.error().message << " for " << spaced;
+      const std::string& image = field == "key"   ? change->key
+                                 : field == "old" ? change->old_row
+                                                  : change->new_row;
+      EXPECT_EQ(image, row) << spaced;
+    }
+  }
+  auto change = parse_native_line(with_field(R"("new": )" + row));
+  ASSERT_TRUE(change) << change.error().message;
+  EXPECT_EQ(change->new_row, row);
+  for (const char* empty : {"{}", "{ }", "{  }"}) {
+    change = parse_native_line(with_field(std::string(R"("new":)") + empty));
+    ASSERT_TRUE(change) << change.error().message;
+    EXPECT_EQ(change->new_row, "{}") << empty;
+  }
+}
+
+// Whether a line is plain is decided eight bytes at a time, the last word's padding bytes masked
+// out: a backslash or a control character must count at every offset, and padding bytes must not.
+TEST(ParseNativeLine, PlainLineDetectionAtEveryOffset) {
+  const std::string bad_string =
+      "invalid JSON: invalid escape or unescaped control character in a string";
+  for (std::size_t pad = 0; pad <= 24; ++pad) {
+    const std::string head =
+        R"({"lsn":1,"timestamp":1,"operation":"insert","p":")" + std::string(pad, 'a') + "\",";
+    auto change = parse_native_line(head + R"("entity":"\u00e9"})");
+    ASSERT_TRUE(change) << change.error().message;
+    EXPECT_EQ(change->entity, "é") << pad;
+    // simdjson's first stage already rejects raw control characters, with a message of its own.
+    EXPECT_EQ(parse_error(head + "\"entity\":\"e\",\"new\":{\"k\":\"a\x01\"}}").substr(0, 14),
+              "invalid JSON: ")
+        << pad;
+    EXPECT_EQ(parse_error(head + "\"entity\":\"e\",\"new\":{\"k\":\"a\\x\"}}"), bad_string) << pad;
+    const std::string plain = head + R"("entity":"e","new":{"k":"a"}})";
+    for (char filler : {'\\', '\x01', '"'}) {
+      const std::string padded = plain + std::string(kNativeLinePadding, filler);
+      change = parse_native_line_padded(std::string_view(padded.data(), plain.size()));
+      ASSERT_TRUE(change) << change.error().message;
+      EXPECT_EQ(change->new_row, R"({"k":"a"})");
+    }
+  }
+}
+
+// Top-level fields are recognised from their raw key bytes: a name must match whole.
+TEST(ParseNativeLine, FieldNamesMatchWhole) {
+  auto change = parse_native_line(
+      R"({"lsnx":7,"ls":8,"sourcex":1,"s":2,"tx":3,"txidd":4,"keys":5,"o":6,"olds":7,"ne":8,)"
+      R"("unchange":9,"lsn":1,"timestamp":1,"entity":"e","operation":"insert","new":{"a":1}})");
+  ASSERT_TRUE(change) << change.error().message;
+  EXPECT_EQ(change->lsn, 1u);
+  EXPECT_EQ(change->source, "");
+  EXPECT_FALSE(change->txid.has_value());
+  EXPECT_EQ(change->key, "{}");
+  EXPECT_EQ(change->new_row, R"({"a":1})");
+  EXPECT_EQ(parse_error(with_field(R"("new":{},"new":null)")), "duplicate \"new\"");
+  EXPECT_EQ(parse_error(with_field(R"("seq":1,"seq":1)")), "duplicate \"seq\"");
+}
+
+// In a plain line, top-level strings are taken from their raw bytes, spaces around them aside.
+TEST(ParseNativeLine, PlainTopLevelStrings) {
+  auto change = parse_native_line(
+      R"({ "lsn" : 3 , "timestamp" : 1 , "entity" : "a b.c d" , "source" : " s " , )"
+      R"("operation" : "delete" , "txid" : null , "seq" : 2 })");
+  ASSERT_TRUE(change) << change.error().message;
+  EXPECT_EQ(change->entity, "a b.c d");
+  EXPECT_EQ(change->source, " s ");
+  EXPECT_EQ(change->operation, Operation::kDelete);
+  EXPECT_EQ(change->seq, 2u);
+  EXPECT_FALSE(change->txid.has_value());
+  EXPECT_EQ(parse_error(with_field(R"("txid":"1")")), "\"txid\" must be an unsigned integer");
+  EXPECT_EQ(parse_error(with_field(R"("seq":-1)")), "\"seq\" must be an unsigned integer");
+  EXPECT_EQ(parse_error(with_field(R"("seq":1.5)")), "\"seq\" must be an unsigned integer");
+  EXPECT_EQ(parse_error(with_field(R"("txid":nul)")), "invalid JSON: unexpected token nul");
 }
 
 TEST(Rfc3339, ParsesValidForms) {
