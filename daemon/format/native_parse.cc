@@ -850,7 +850,7 @@ bool LineReader::read_unchanged(od::value& value) {
   return true;
 }
 
-Result<Change> parse_with(od::parser& parser, std::string_view line) {
+Status parse_with(od::parser& parser, std::string_view line, Change& out) {
   od::document document;
   simdjson::padded_string_view input(line.data(), line.size(),
                                      line.size() + simdjson::SIMDJSON_PADDING);
@@ -867,27 +867,33 @@ Result<Change> parse_with(od::parser& parser, std::string_view line) {
   od::object object;
   if (auto code = document.get_object().get(object)) return fail(invalid_json(code));
 
-  // Built in place in the result, which is returned as is, rather than moved into it.
-  Result<Change> result;
-  LineReader reader(*result, is_plain(line));
+  LineReader reader(out, is_plain(line));
   if (!reader.read(object)) return fail(reader.error());
   // Past the object's closing brace the document must be over.
   const char* trailing = nullptr;
   if (document.current_location().get(trailing) == simdjson::SUCCESS) {
     return fail("invalid JSON: unexpected content after the object");
   }
-  return result;
+  return ok();
 }
 
 }  // namespace
 
-Result<Change> parse_native_line_padded(std::string_view line) {
+Status parse_native_line_padded(std::string_view line, Change& out) {
   if (line.size() > kReusedParserCapacity) {
     od::parser parser;
-    return parse_with(parser, line);
+    return parse_with(parser, line, out);
   }
   thread_local od::parser parser;
-  return parse_with(parser, line);
+  return parse_with(parser, line, out);
+}
+
+Result<Change> parse_native_line_padded(std::string_view line) {
+  Result<Change> result;
+  if (auto parsed = parse_native_line_padded(line, *result); !parsed) {
+    return tl::unexpected(parsed.error());
+  }
+  return result;
 }
 
 Result<Change> parse_native_line(std::string_view line) {

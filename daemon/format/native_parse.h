@@ -18,5 +18,8 @@ inline constexpr std::size_t kNativeLinePadding = 64;
 // such as the jsonl source, whose read buffer already has kNativeLinePadding readable bytes after
 // `line`. Same result and errors.
 Result<Change> parse_native_line_padded(std::string_view line);
+// The same, parsed into `out` (a fresh Change), so that a caller can parse straight into the
+// event it emits. On failure `out` holds an unspecified part of the line.
+Status parse_native_line_padded(std::string_view line, Change& out);
 
 }  // namespace cdcd

@@ -54,7 +54,8 @@ class JsonlSource final : public Source {
   Result<Step> follow_file_changes();
   Result<Step> switch_file();
   void handle_line(const RawLine& line);
-  void handle_change(Change&& change, std::string_view raw, std::uint64_t end_offset);
+  // `event` holds a Change.
+  void handle_change(SourceEvent&& event, std::string_view raw, std::uint64_t end_offset);
   void report_bad(std::string_view raw, std::string reason, std::uint64_t end_offset);
   void close_transaction();
   void push(SourceEvent&& event);
