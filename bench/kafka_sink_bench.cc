@@ -97,13 +97,16 @@ int main(int argc, char** argv) {
   std::size_t in_flight = 0;
   bool failed = false;
   auto start = std::chrono::steady_clock::now();
-  for (auto& batch : batches) {
+  for (const auto& batch : batches) {
     {
       std::unique_lock lock(mutex);
       acked.wait(lock, [&] { return in_flight < kMaxInFlight; });
       ++in_flight;
     }
-    sink->write(std::move(batch), [&](cdcd::DeliveryReport report) {
+    // Not moved: the bench keeps its reference, so that, as in the daemon (whose consumer thread
+    // drops a batch after processing its acknowledgement), no batch is freed on the thread serving
+    // the delivery reports.
+    sink->write(batch, [&](cdcd::DeliveryReport report) {
       std::lock_guard lock(mutex);
       if (report.failure || !report.rejected.empty()) failed = true;
       --in_flight;
