@@ -91,9 +91,17 @@ class Appender {
 
 // What was on disk once a killed run was dead.
 struct KillRecord {
+  // The output's complete lines: a kill inside write() can leave part of a line after them, which
+  // the file sink removes when the next run starts, so that run's lines begin here.
   std::uint64_t output_size = 0;
   std::uint64_t checkpoint_lsn = 0;  // 0: no checkpoint yet
 };
+
+std::uint64_t complete_lines_size(const std::string& path) {
+  const std::string text = read_file(path);
+  const auto last_newline = text.rfind('\n');
+  return last_newline == std::string::npos ? 0 : last_newline + 1;
+}
 
 struct ConsumerUnderTest {
   std::string name;
@@ -303,7 +311,11 @@ log: {level: info}
     run_logs.push_back(daemon.stderr_text());
     // The checkpoint files as the dead process left them: where the restart resumes.
     for (auto& consumer : consumers) {
-      consumer.kills.push_back({file_size(consumer.output), checkpoint_of(consumer)});
+      consumer.kills.push_back({complete_lines_size(consumer.output), checkpoint_of(consumer)});
+      if (auto torn = file_size(consumer.output) - consumer.kills.back().output_size) {
+        std::cout << "kill " << kill << " left " << torn << " bytes of a partial line in "
+                  << consumer.name << "'s output\n";
+      }
     }
     std::cout << "kill " << kill << ": " << appender.chunks_written() << "/" << appender.chunks()
               << " chunks appended, checkpoints a=" << consumers[0].kills.back().checkpoint_lsn
