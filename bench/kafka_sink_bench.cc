@@ -1,7 +1,7 @@
 // The Kafka sink alone, without the source and pipeline in front of it: parses a JSONL change log
-// into batches first (not timed), then writes them through the sink, keeping up to 8 batches in
-// flight as a consumer does, and prints the rate. Used by bench/kafka_bench.sh to tell the sink's
-// cost from the rest of cdcd's.
+// into batches first (not timed), then writes them through the sink, keeping up to 16 batches in
+// flight as a consumer does by default (batch.max_in_flight), and prints the rate. Used by
+// bench/kafka_bench.sh to tell the sink's cost from the rest of cdcd's.
 //
 //   kafka_sink_bench BOOTSTRAP TOPIC CHANGES.jsonl [BATCH_SIZE]
 
@@ -60,7 +60,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::size_t batch_size = argc > 4 ? std::stoul(argv[4]) : 2000;
-  constexpr std::size_t kMaxInFlight = 8;
+  constexpr std::size_t kMaxInFlight = 16;
   spdlog::set_level(spdlog::level::warn);
 
   auto batches = read_batches(argv[3], batch_size);
