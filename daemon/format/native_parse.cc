@@ -306,13 +306,16 @@ bool append_array(od::array& array, CompactWriter& out, std::string& error) {
   return true;
 }
 
+bool check_literal(std::string_view token, std::string_view expected, std::string& error) {
+  if (token == expected) return true;
+  error = "invalid JSON: unexpected token " + std::string(token.substr(0, 32));
+  return false;
+}
+
 bool append_literal(od::value& value, std::string_view expected, CompactWriter& out,
                     std::string& error) {
   std::string_view token = trimmed_token(value);
-  if (token != expected) {
-    error = "invalid JSON: unexpected token " + std::string(token.substr(0, 32));
-    return false;
-  }
+  if (!check_literal(token, expected, error)) return false;
   out.copy(token.data(), token.data() + token.size());
   return true;
 }
@@ -443,12 +446,6 @@ std::string_view scalar_token(od::value& value, bool& compact) {
   return token;
 }
 
-bool check_literal(std::string_view token, std::string_view expected, std::string& error) {
-  if (token == expected) return true;
-  error = "invalid JSON: unexpected token " + std::string(token.substr(0, 32));
-  return false;
-}
-
 bool check_plain(od::value& value, bool& compact, std::string& error) {
   od::json_type type;
   if (auto code = value.type().get(type)) {
@@ -559,8 +556,6 @@ class LineReader {
   const std::string& error() const { return error_; }
 
  private:
-  template <Field kField>
-  bool field(od::value& value);
   bool field(Field field, od::value& value);
   bool mark_seen(Field field) {
     if (seen_ & field) return fail_duplicate(field);
@@ -581,6 +576,7 @@ class LineReader {
   bool read_timestamp(od::value& value);
   bool read_other_timestamp(od::value& value);
   bool read_text(od::value& value, Field field, std::string_view& out, bool allow_null);
+  bool read_source(od::value& value);
   bool read_entity(od::value& value);
   bool read_operation(od::value& value);
   bool read_row(od::value& value, Field field, std::string& out);
@@ -615,54 +611,36 @@ bool LineReader::read(od::object& object) {
   return true;
 }
 
-template <Field kField>
-bool LineReader::field(od::value& value) {
-  if (!mark_seen(kField)) return false;
-  if constexpr (kField == kLsn) return read_unsigned(value, kLsn, change_.lsn);
-  if constexpr (kField == kSeq) return read_seq(value);
-  if constexpr (kField == kTimestamp) return read_timestamp(value);
-  if constexpr (kField == kTxid) return read_txid(value);
-  if constexpr (kField == kSource) {
-    std::string_view text;
-    if (!read_text(value, kSource, text, true)) return false;
-    change_.source.assign(text);
-    return true;
-  }
-  if constexpr (kField == kEntity) return read_entity(value);
-  if constexpr (kField == kKey) return read_row(value, kKey, change_.key);
-  if constexpr (kField == kOperation) return read_operation(value);
-  if constexpr (kField == kOld) return read_row(value, kOld, change_.old_row);
-  if constexpr (kField == kNew) return read_row(value, kNew, change_.new_row);
-  if constexpr (kField == kUnchanged) return read_unchanged(value);
-}
-
 bool LineReader::field(Field field, od::value& value) {
+  if (field == kUnknown) return true;  // unknown fields are ignored, for forward compatibility
+  if (!mark_seen(field)) return false;
   switch (field) {
     case kLsn:
-      return this->field<kLsn>(value);
+      return read_unsigned(value, kLsn, change_.lsn);
     case kSeq:
-      return this->field<kSeq>(value);
+      return read_seq(value);
     case kTimestamp:
-      return this->field<kTimestamp>(value);
+      return read_timestamp(value);
     case kTxid:
-      return this->field<kTxid>(value);
+      return read_txid(value);
     case kSource:
-      return this->field<kSource>(value);
+      return read_source(value);
     case kEntity:
-      return this->field<kEntity>(value);
+      return read_entity(value);
     case kKey:
-      return this->field<kKey>(value);
+      return read_row(value, kKey, change_.key);
     case kOperation:
-      return this->field<kOperation>(value);
+      return read_operation(value);
     case kOld:
-      return this->field<kOld>(value);
+      return read_row(value, kOld, change_.old_row);
     case kNew:
-      return this->field<kNew>(value);
+      return read_row(value, kNew, change_.new_row);
     case kUnchanged:
-      return this->field<kUnchanged>(value);
-    default:
-      return true;  // kUnknown: unknown fields are ignored, for forward compatibility
+      return read_unchanged(value);
+    case kUnknown:
+      break;
   }
+  return true;
 }
 
 bool LineReader::fail_duplicate(Field field) {
@@ -762,6 +740,13 @@ bool LineReader::read_text(od::value& value, Field field, std::string_view& out,
     return true;
   }
   if (auto code = value.get_string().get(out)) return fail(invalid_json(code));
+  return true;
+}
+
+bool LineReader::read_source(od::value& value) {
+  std::string_view text;
+  if (!read_text(value, kSource, text, true)) return false;
+  change_.source.assign(text);
   return true;
 }
 
