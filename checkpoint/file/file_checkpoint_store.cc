@@ -97,6 +97,11 @@ Result<Checkpoint> parse_checkpoint(const std::string& text, const std::string& 
   checkpoint.offset = doc["offset"].get<std::uint64_t>();
   checkpoint.commit_time_us = doc["commit_time_us"].get<std::int64_t>();
   checkpoint.saved_at_us = doc["saved_at_us"].get<std::int64_t>();
+  // Checkpoints written before segments were recorded have none: 0 means "unknown".
+  if (const auto segment = doc.find("segment"); segment != doc.end()) {
+    if (!segment->is_number_unsigned()) return fail("\"segment\" is not an unsigned integer");
+    checkpoint.segment = segment->get<std::uint64_t>();
+  }
   return checkpoint;
 }
 
@@ -156,7 +161,8 @@ Status FileCheckpointStore::save(const std::string& consumer, const Checkpoint& 
   const nlohmann::json doc = {
       {"consumer", consumer},        {"lsn", checkpoint.lsn},
       {"offset", checkpoint.offset}, {"commit_time_us", checkpoint.commit_time_us},
-      {"saved_at_us", now_us()},     {"version", kFormatVersion}};
+      {"saved_at_us", now_us()},     {"segment", checkpoint.segment},
+      {"version", kFormatVersion}};
   const std::string target = path_of(consumer);
   // mkostemp picks a name no other save can be using, so concurrent saves never share a temp file.
   std::string temp = (fs::path(dir_) / ("." + consumer + kTempInfix + "XXXXXX")).string();

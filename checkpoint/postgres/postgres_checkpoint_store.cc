@@ -42,7 +42,12 @@ Status PostgresCheckpointStore::start() {
   auto created = conn_.exec("CREATE TABLE IF NOT EXISTS " + table_sql_ +
                             " (consumer text PRIMARY KEY, lsn numeric(20, 0) NOT NULL, "
                             "\"offset\" numeric(20, 0) NOT NULL, commit_time_us bigint NOT NULL, "
-                            "saved_at_us bigint NOT NULL, saved_at timestamptz NOT NULL)");
+                            "saved_at_us bigint NOT NULL, saved_at timestamptz NOT NULL, "
+                            "segment numeric(20, 0) NOT NULL DEFAULT 0); "
+                            // Tables created before segments were recorded.
+                            "ALTER TABLE " +
+                            table_sql_ +
+                            " ADD COLUMN IF NOT EXISTS segment numeric(20, 0) NOT NULL DEFAULT 0");
   if (!created) {
     return fail("cannot create checkpoint table " + options_.table + " on " + conn_.describe() +
                 ": " + created.error().message);
@@ -71,8 +76,8 @@ Result<std::optional<Checkpoint>> PostgresCheckpointStore::load(const std::strin
   std::lock_guard lock(mutex_);
   auto result = run([&](PgConnection& conn) {
     return conn.exec_params(
-        "SELECT lsn::text, \"offset\"::text, commit_time_us, saved_at_us FROM " + table_sql_ +
-            " WHERE consumer = $1",
+        "SELECT lsn::text, \"offset\"::text, commit_time_us, saved_at_us, segment::text FROM " +
+            table_sql_ + " WHERE consumer = $1",
         {consumer});
   });
   if (!result) return tl::unexpected(result.error());
@@ -80,11 +85,13 @@ Result<std::optional<Checkpoint>> PostgresCheckpointStore::load(const std::strin
   if (PQntuples(rows) == 0) return std::optional<Checkpoint>();
   auto lsn = parse_u64(PQgetvalue(rows, 0, 0));
   auto offset = parse_u64(PQgetvalue(rows, 0, 1));
-  if (!lsn || !offset)
+  auto segment = parse_u64(PQgetvalue(rows, 0, 4));
+  if (!lsn || !offset || !segment)
     return fail("malformed checkpoint of consumer " + consumer + " in " + options_.table);
   Checkpoint checkpoint;
   checkpoint.lsn = *lsn;
   checkpoint.offset = *offset;
+  checkpoint.segment = *segment;
   checkpoint.commit_time_us = std::strtoll(PQgetvalue(rows, 0, 2), nullptr, 10);
   checkpoint.saved_at_us = std::strtoll(PQgetvalue(rows, 0, 3), nullptr, 10);
   return std::optional<Checkpoint>(checkpoint);
@@ -97,13 +104,15 @@ Status PostgresCheckpointStore::save(const std::string& consumer, const Checkpoi
     // the server's default.
     return conn.exec(
         "BEGIN; SET LOCAL synchronous_commit = on; INSERT INTO " + table_sql_ +
-        " (consumer, lsn, \"offset\", commit_time_us, saved_at_us, saved_at) VALUES (" +
+        " (consumer, lsn, \"offset\", commit_time_us, saved_at_us, saved_at, segment) VALUES (" +
         conn.quote_literal(consumer) + ", " + std::to_string(checkpoint.lsn) + ", " +
         std::to_string(checkpoint.offset) + ", " + std::to_string(checkpoint.commit_time_us) +
-        ", " + std::to_string(checkpoint.saved_at_us) +
-        ", now()) ON CONFLICT (consumer) DO UPDATE SET lsn = EXCLUDED.lsn, "
+        ", " + std::to_string(checkpoint.saved_at_us) + ", now(), " +
+        std::to_string(checkpoint.segment) +
+        ") ON CONFLICT (consumer) DO UPDATE SET lsn = EXCLUDED.lsn, "
         "\"offset\" = EXCLUDED.\"offset\", commit_time_us = EXCLUDED.commit_time_us, "
-        "saved_at_us = EXCLUDED.saved_at_us, saved_at = EXCLUDED.saved_at; COMMIT");
+        "saved_at_us = EXCLUDED.saved_at_us, saved_at = EXCLUDED.saved_at, "
+        "segment = EXCLUDED.segment; COMMIT");
   });
   if (!result) {
     return tl::unexpected(Error{"saving checkpoint of " + consumer + ": " + result.error().message,

@@ -27,7 +27,7 @@ std::optional<Operation> parse_operation(std::string_view name) {
 
 std::size_t Change::byte_size() const {
   std::size_t size = sizeof(Change) + source.capacity() + entity.capacity() + key.capacity() +
-                     old_row.capacity() + new_row.capacity();
+                     old_key.capacity() + old_row.capacity() + new_row.capacity();
   for (const auto& column : unchanged_columns) size += sizeof(std::string) + column.capacity();
   return size;
 }

@@ -30,7 +30,10 @@ struct Change {
   std::string source;  // name of the originating database/log, may be empty
   std::string entity;  // e.g. "public.orders"
   Operation operation = Operation::kInsert;
-  std::string key;      // JSON object of the identifying columns ("{}" when none)
+  std::string key;  // JSON object of the identifying columns ("{}" when none)
+  // An update that changed the identifying columns: the JSON object of the old ones (key-based
+  // sinks drop the old key); empty otherwise.
+  std::string old_key;
   std::string old_row;  // JSON object, or empty for null
   std::string new_row;  // JSON object, or empty for null
   // Columns whose value did not change and was not sent by the database (PostgreSQL's unchanged
@@ -48,6 +51,7 @@ struct TransactionEnd {
   std::uint64_t lsn = 0;
   std::uint64_t offset = 0;  // resume offset just after the transaction
   std::int64_t timestamp_us = 0;
+  std::uint64_t segment = 0;  // source-defined identity of the log file `offset` points into
 };
 
 // A record the source could not turn into a change (malformed line, lsn going backwards).

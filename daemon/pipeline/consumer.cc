@@ -195,7 +195,8 @@ void Consumer::handle(SourceEvent&& event) {
   if (auto* change = std::get_if<Change>(&event)) {
     add_change(std::move(*change));
   } else if (auto* end = std::get_if<TransactionEnd>(&event)) {
-    ledger_.add_transaction_end(Checkpoint{end->lsn, end->offset, end->timestamp_us, 0});
+    ledger_.add_transaction_end(
+        Checkpoint{end->lsn, end->offset, end->timestamp_us, 0, end->segment});
   } else {
     const auto& bad = std::get<BadRecord>(event);
     if (setup_.config.on_error == OnError::kStop) {

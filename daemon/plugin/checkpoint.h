@@ -11,6 +11,9 @@ struct Checkpoint {
   std::uint64_t offset = 0;         // source-defined resume offset just after that transaction
   std::int64_t commit_time_us = 0;  // commit time of that transaction
   std::int64_t saved_at_us = 0;     // wall-clock time the checkpoint was written
+  // Source-defined identity of the log file `offset` points into (the JSONL source: its inode),
+  // so that a restart after rotation finds the file the consumer was reading; 0 when unknown.
+  std::uint64_t segment = 0;
 };
 
 // Where a source must start: the lowest position any of its consumers still needs.
