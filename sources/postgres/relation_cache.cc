@@ -1,7 +1,5 @@
 #include "sources/postgres/relation_cache.h"
 
-#include <algorithm>
-
 namespace cdcd::postgres {
 
 namespace {
