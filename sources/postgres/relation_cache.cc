@@ -195,7 +195,6 @@ Status ChangeDecoder::apply_relation(std::string_view message) {
   if (!parsed) return fail("malformed pgoutput Relation message");
   Relation relation;
   relation.entity = parsed->nspname + "." + parsed->relname;
-  relation.replica_identity = parsed->replica_identity;
   for (std::size_t i = 0; i < parsed->columns.size(); ++i) {
     auto& source = parsed->columns[i];
     // The replica identity as the stream states it: the primary key, the REPLICA IDENTITY USING

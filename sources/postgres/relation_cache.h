@@ -30,7 +30,6 @@ struct Column {
 
 struct Relation {
   std::string entity;  // "schema.table"
-  char replica_identity = 'd';
   std::vector<Column> columns;
   std::vector<std::size_t> key_columns;  // indexes into columns
 };
