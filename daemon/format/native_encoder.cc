@@ -11,7 +11,8 @@ void encode_native(const Change& change, std::string& out) {
   std::size_t unchanged_size = 0;
   for (const auto& column : change.unchanged_columns) unchanged_size += column.size() + 3;
   out.reserve(out.size() + kFixedPart + change.source.size() + change.entity.size() +
-              change.key.size() + change.old_row.size() + change.new_row.size() + unchanged_size);
+              change.key.size() + change.old_key.size() + change.old_row.size() +
+              change.new_row.size() + unchanged_size);
 
   out += "{\"lsn\":";
   json::append_integer(out, change.lsn);
@@ -31,6 +32,10 @@ void encode_native(const Change& change, std::string& out) {
   json::append_string(out, change.entity);
   out += ",\"key\":";
   out += change.key.empty() ? std::string_view("{}") : std::string_view(change.key);
+  if (!change.old_key.empty()) {
+    out += ",\"old_key\":";
+    out += change.old_key;
+  }
   out += ",\"operation\":\"";
   out += to_string(change.operation);
   out += "\",\"old\":";

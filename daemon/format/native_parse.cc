@@ -51,6 +51,7 @@ enum Field : unsigned {
   kOld = 1u << 8,
   kNew = 1u << 9,
   kUnchanged = 1u << 10,
+  kOldKey = 1u << 11,
 };
 
 std::string in_quotes(std::string_view name) {
@@ -499,7 +500,7 @@ bool check_plain(od::value& value, bool& compact, std::string& error) {
 // Each known field's name followed by the closing quote of its key, by bit number.
 constexpr std::string_view kQuotedNames[] = {"lsn\"",    "seq\"",    "timestamp\"", "txid\"",
                                              "source\"", "entity\"", "key\"",       "operation\"",
-                                             "old\"",    "new\"",    "unchanged\""};
+                                             "old\"",    "new\"",    "unchanged\"", "old_key\""};
 
 constexpr std::string_view quoted_name(Field field) {
   return kQuotedNames[std::countr_zero(static_cast<unsigned>(field))];
@@ -536,8 +537,11 @@ Field field_of(const char* raw) {
       return one(kEntity);
     case 'k':
       return one(kKey);
-    case 'o':
-      return either(kOperation, kOld);
+    case 'o': {
+      // "old_key" last: every line has "operation" and "old", few have it.
+      const Field field = either(kOperation, kOld);
+      return field != kUnknown ? field : one(kOldKey);
+    }
     case 'n':
       return one(kNew);
     case 'u':
@@ -637,6 +641,8 @@ bool LineReader::field(Field field, od::value& value) {
       return read_row(value, kNew, change_.new_row);
     case kUnchanged:
       return read_unchanged(value);
+    case kOldKey:
+      return read_row(value, kOldKey, change_.old_key);
     case kUnknown:
       break;
   }

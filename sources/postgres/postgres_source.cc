@@ -56,8 +56,6 @@ PostgresSource::PostgresSource(PostgresSourceOptions options, SourceContext cont
       context_(std::move(context)),
       log_(context_.log ? context_.log : spdlog::default_logger()),
       where_(describe_dsn(options_.dsn)),
-      decoder_([this](std::uint32_t oid) { return lookup_type(oid); },
-               [this](std::uint32_t oid) { return lookup_primary_key(oid); }),
       buffer_(options_.max_transaction_bytes,
               options_.spill_dir.empty() ? default_spill_dir() : options_.spill_dir) {
   if (context_.registry) {
@@ -309,7 +307,7 @@ Status PostgresSource::create_slot_and_snapshot() {
   log_->info("postgres source {}: initial snapshot of {} tables at {}", context_.name,
              tables->size(), format_lsn(*consistent));
   snapshot_ = std::make_unique<SnapshotReader>(std::move(*snapshot_conn), std::move(*tables),
-                                               snapshot_position_, decoder_.types(), log_, counter);
+                                               snapshot_position_, log_, counter);
   return ok();
 }
 
@@ -688,32 +686,6 @@ void PostgresSource::stop() {
 std::uint64_t PostgresSource::bytes_behind(std::uint64_t lsn, std::uint64_t /*offset*/) const {
   std::uint64_t head = head_lsn_.load();
   return head > lsn ? head - lsn : 0;
-}
-
-Result<PgTypeRow> PostgresSource::lookup_type(std::uint32_t oid) {
-  auto conn = sql();
-  if (!conn) return tl::unexpected(conn.error());
-  auto result = (*conn)->exec_params(
-      "SELECT typtype::text, typcategory::text, typelem, typbasetype, typdelim::text "
-      "FROM pg_type WHERE oid = $1::oid",
-      {std::to_string(oid)});
-  if (!result) return tl::unexpected(result.error());
-  PgTypeRow row;
-  if (PQntuples(result->get()) == 1) {
-    PGresult* r = result->get();
-    row.typtype = PQgetvalue(r, 0, 0)[0];
-    row.category = PQgetvalue(r, 0, 1)[0];
-    row.element = static_cast<std::uint32_t>(std::strtoul(PQgetvalue(r, 0, 2), nullptr, 10));
-    row.base = static_cast<std::uint32_t>(std::strtoul(PQgetvalue(r, 0, 3), nullptr, 10));
-    row.delimiter = PQgetvalue(r, 0, 4)[0];
-  }
-  return row;
-}
-
-Result<std::vector<std::string>> PostgresSource::lookup_primary_key(std::uint32_t oid) {
-  auto conn = sql();
-  if (!conn) return tl::unexpected(conn.error());
-  return primary_key_columns(**conn, oid);
 }
 
 }  // namespace cdcd::postgres

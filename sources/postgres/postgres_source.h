@@ -89,9 +89,6 @@ class PostgresSource : public Source {
   void monitor();
   Result<PollOutcome> disconnected(const Error& error);
 
-  Result<PgTypeRow> lookup_type(std::uint32_t oid);
-  Result<std::vector<std::string>> lookup_primary_key(std::uint32_t oid);
-
   PostgresSourceOptions options_;
   SourceContext context_;
   std::shared_ptr<spdlog::logger> log_;

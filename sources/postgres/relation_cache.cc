@@ -1,47 +1,104 @@
 #include "sources/postgres/relation_cache.h"
 
-#include <algorithm>
-
 namespace cdcd::postgres {
 
 namespace {
 
 struct BuiltinType {
   std::uint32_t oid;
-  ValueKind kind;
   std::uint32_t array_oid;  // the OID of its array type
+  ValueKind kind;
+  char delimiter;  // between the elements of its arrays (';' for box)
 };
 
-// Built-in types with a JSON mapping other than a string, and the string types that have array
-// types worth typing. Everything else (interval, time, money, inet, ...) is its text form.
+// Every type of pg_type.dat (PostgreSQL 15) that has an array type, with its array: OIDs below
+// 10000 are assigned in PostgreSQL's source and never change, so this is what any server version
+// means by them. Types with a JSON mapping other than a string are marked; the others (interval,
+// time, numeric, money, inet, uuid, ranges, geometry, ...) are their text form.
 constexpr BuiltinType kBuiltinTypes[] = {
-    {16, ValueKind::kBool, 1000},          // bool
-    {17, ValueKind::kBytea, 1001},         // bytea
-    {18, ValueKind::kString, 1002},        // "char"
-    {19, ValueKind::kString, 1003},        // name
-    {20, ValueKind::kInteger, 1016},       // int8
-    {21, ValueKind::kInteger, 1005},       // int2
-    {23, ValueKind::kInteger, 1007},       // int4
-    {25, ValueKind::kString, 1009},        // text
-    {26, ValueKind::kInteger, 1028},       // oid
-    {114, ValueKind::kJson, 199},          // json
-    {700, ValueKind::kFloat, 1021},        // float4
-    {701, ValueKind::kFloat, 1022},        // float8
-    {1042, ValueKind::kString, 1014},      // bpchar
-    {1043, ValueKind::kString, 1015},      // varchar
-    {1082, ValueKind::kDateTime, 1182},    // date
-    {1083, ValueKind::kString, 1183},      // time
-    {1114, ValueKind::kDateTime, 1115},    // timestamp
-    {1184, ValueKind::kDateTimeTz, 1185},  // timestamptz
-    {1186, ValueKind::kString, 1187},      // interval (ISO 8601 via intervalstyle)
-    {1266, ValueKind::kDateTimeTz, 1270},  // timetz
-    {1700, ValueKind::kString, 1231},      // numeric: a string, no precision lost
-    {2950, ValueKind::kString, 2951},      // uuid
-    {3802, ValueKind::kJson, 3807},        // jsonb
+    {16, 1000, ValueKind::kBool, ','},          // bool
+    {17, 1001, ValueKind::kBytea, ','},         // bytea
+    {18, 1002, ValueKind::kString, ','},        // char
+    {19, 1003, ValueKind::kString, ','},        // name
+    {20, 1016, ValueKind::kInteger, ','},       // int8
+    {21, 1005, ValueKind::kInteger, ','},       // int2
+    {22, 1006, ValueKind::kString, ','},        // int2vector
+    {23, 1007, ValueKind::kInteger, ','},       // int4
+    {24, 1008, ValueKind::kString, ','},        // regproc
+    {25, 1009, ValueKind::kString, ','},        // text
+    {26, 1028, ValueKind::kInteger, ','},       // oid
+    {27, 1010, ValueKind::kString, ','},        // tid
+    {28, 1011, ValueKind::kString, ','},        // xid
+    {29, 1012, ValueKind::kString, ','},        // cid
+    {30, 1013, ValueKind::kString, ','},        // oidvector
+    {71, 210, ValueKind::kString, ','},         // pg_type
+    {75, 270, ValueKind::kString, ','},         // pg_attribute
+    {81, 272, ValueKind::kString, ','},         // pg_proc
+    {83, 273, ValueKind::kString, ','},         // pg_class
+    {114, 199, ValueKind::kJson, ','},          // json
+    {142, 143, ValueKind::kString, ','},        // xml
+    {600, 1017, ValueKind::kString, ','},       // point
+    {601, 1018, ValueKind::kString, ','},       // lseg
+    {602, 1019, ValueKind::kString, ','},       // path
+    {603, 1020, ValueKind::kString, ';'},       // box
+    {604, 1027, ValueKind::kString, ','},       // polygon
+    {628, 629, ValueKind::kString, ','},        // line
+    {650, 651, ValueKind::kString, ','},        // cidr
+    {700, 1021, ValueKind::kFloat, ','},        // float4
+    {701, 1022, ValueKind::kFloat, ','},        // float8
+    {718, 719, ValueKind::kString, ','},        // circle
+    {774, 775, ValueKind::kString, ','},        // macaddr8
+    {790, 791, ValueKind::kString, ','},        // money
+    {829, 1040, ValueKind::kString, ','},       // macaddr
+    {869, 1041, ValueKind::kString, ','},       // inet
+    {1033, 1034, ValueKind::kString, ','},      // aclitem
+    {1042, 1014, ValueKind::kString, ','},      // bpchar
+    {1043, 1015, ValueKind::kString, ','},      // varchar
+    {1082, 1182, ValueKind::kDateTime, ','},    // date
+    {1083, 1183, ValueKind::kString, ','},      // time
+    {1114, 1115, ValueKind::kDateTime, ','},    // timestamp
+    {1184, 1185, ValueKind::kDateTimeTz, ','},  // timestamptz
+    {1186, 1187, ValueKind::kString, ','},      // interval
+    {1266, 1270, ValueKind::kDateTimeTz, ','},  // timetz
+    {1560, 1561, ValueKind::kString, ','},      // bit
+    {1562, 1563, ValueKind::kString, ','},      // varbit
+    {1700, 1231, ValueKind::kString, ','},      // numeric
+    {1790, 2201, ValueKind::kString, ','},      // refcursor
+    {2202, 2207, ValueKind::kString, ','},      // regprocedure
+    {2203, 2208, ValueKind::kString, ','},      // regoper
+    {2204, 2209, ValueKind::kString, ','},      // regoperator
+    {2205, 2210, ValueKind::kString, ','},      // regclass
+    {2206, 2211, ValueKind::kString, ','},      // regtype
+    {2249, 2287, ValueKind::kString, ','},      // record
+    {2275, 1263, ValueKind::kString, ','},      // cstring
+    {2950, 2951, ValueKind::kString, ','},      // uuid
+    {2970, 2949, ValueKind::kString, ','},      // txid_snapshot
+    {3220, 3221, ValueKind::kString, ','},      // pg_lsn
+    {3614, 3643, ValueKind::kString, ','},      // tsvector
+    {3615, 3645, ValueKind::kString, ','},      // tsquery
+    {3642, 3644, ValueKind::kString, ','},      // gtsvector
+    {3734, 3735, ValueKind::kString, ','},      // regconfig
+    {3769, 3770, ValueKind::kString, ','},      // regdictionary
+    {3802, 3807, ValueKind::kJson, ','},        // jsonb
+    {3904, 3905, ValueKind::kString, ','},      // int4range
+    {3906, 3907, ValueKind::kString, ','},      // numrange
+    {3908, 3909, ValueKind::kString, ','},      // tsrange
+    {3910, 3911, ValueKind::kString, ','},      // tstzrange
+    {3912, 3913, ValueKind::kString, ','},      // daterange
+    {3926, 3927, ValueKind::kString, ','},      // int8range
+    {4072, 4073, ValueKind::kString, ','},      // jsonpath
+    {4089, 4090, ValueKind::kString, ','},      // regnamespace
+    {4096, 4097, ValueKind::kString, ','},      // regrole
+    {4191, 4192, ValueKind::kString, ','},      // regcollation
+    {4451, 6150, ValueKind::kString, ','},      // int4multirange
+    {4532, 6151, ValueKind::kString, ','},      // nummultirange
+    {4533, 6152, ValueKind::kString, ','},      // tsmultirange
+    {4534, 6153, ValueKind::kString, ','},      // tstzmultirange
+    {4535, 6155, ValueKind::kString, ','},      // datemultirange
+    {4536, 6157, ValueKind::kString, ','},      // int8multirange
+    {5038, 5039, ValueKind::kString, ','},      // pg_snapshot
+    {5069, 271, ValueKind::kString, ','},       // xid8
 };
-
-// The first OID of objects created after initdb; below it, types are built in.
-constexpr std::uint32_t kFirstNormalObjectId = 16384;
 
 std::string json_name(const std::string& name) {
   std::string out;
@@ -50,39 +107,29 @@ std::string json_name(const std::string& name) {
   return out;
 }
 
-}  // namespace
+using TypeTable = std::unordered_map<std::uint32_t, TypeInfo>;
 
-TypeCache::TypeCache(TypeLookup lookup) : lookup_(std::move(lookup)) {
+// Element types first, so that the array entries can point at them (an unordered_map never moves
+// its elements).
+TypeTable make_type_table() {
+  TypeTable table;
   for (const auto& builtin : kBuiltinTypes) {
-    auto element = std::make_unique<TypeInfo>(TypeInfo{builtin.kind, nullptr, ','});
-    auto array = std::make_unique<TypeInfo>(TypeInfo{ValueKind::kArray, element.get(), ','});
-    types_[builtin.oid] = std::move(element);
-    types_[builtin.array_oid] = std::move(array);
+    table.emplace(builtin.oid, TypeInfo{builtin.kind, nullptr, ','});
   }
+  for (const auto& builtin : kBuiltinTypes) {
+    table.emplace(builtin.array_oid,
+                  TypeInfo{ValueKind::kArray, &table.at(builtin.oid), builtin.delimiter});
+  }
+  return table;
 }
 
-Result<const TypeInfo*> TypeCache::resolve(std::uint32_t oid) { return resolve_depth(oid, 0); }
+}  // namespace
 
-Result<const TypeInfo*> TypeCache::resolve_depth(std::uint32_t oid, int depth) {
-  if (auto it = types_.find(oid); it != types_.end()) return it->second.get();
-  auto info = std::make_unique<TypeInfo>();
-  // Other built-in types keep their text form; user types need a look at pg_type.
-  if (oid >= kFirstNormalObjectId && depth < 8 && lookup_) {
-    auto row = lookup_(oid);
-    if (!row) return tl::unexpected(row.error());
-    if (row->typtype == 'd' && row->base != 0) {
-      auto base = resolve_depth(row->base, depth + 1);
-      if (!base) return base;
-      *info = **base;
-    } else if (row->category == 'A' && row->element != 0) {
-      auto element = resolve_depth(row->element, depth + 1);
-      if (!element) return element;
-      *info = TypeInfo{ValueKind::kArray, *element, row->delimiter};
-    }
-  }
-  const TypeInfo* result = info.get();
-  types_[oid] = std::move(info);
-  return result;
+const TypeInfo& type_of_oid(std::uint32_t oid) {
+  static const TypeTable kTable = make_type_table();
+  static const TypeInfo kTextForm{};
+  auto it = kTable.find(oid);
+  return it == kTable.end() ? kTextForm : it->second;
 }
 
 void append_row(std::string& out, const Relation& relation, const std::vector<TupleValue>& values,
@@ -113,9 +160,6 @@ void append_row(std::string& out, const Relation& relation, const std::vector<Tu
   out += '}';
 }
 
-ChangeDecoder::ChangeDecoder(TypeLookup type_lookup, KeyLookup key_lookup)
-    : types_(std::move(type_lookup)), key_lookup_(std::move(key_lookup)) {}
-
 const Relation* ChangeDecoder::relation(std::uint32_t oid) const {
   auto it = relations_.find(oid);
   return it == relations_.end() ? nullptr : &it->second;
@@ -128,7 +172,7 @@ Status ChangeDecoder::decode(std::string_view message, bool want_changes,
     case 'R':
       return apply_relation(message);
     case 'Y':
-      // Types are resolved by OID from pg_type when a relation first uses them.
+      // Only names a type that is not built in; such types are their text form (type_of_oid).
       return ok();
     case 'I':
       return want_changes ? decode_insert(message, out) : ok();
@@ -151,25 +195,13 @@ Status ChangeDecoder::apply_relation(std::string_view message) {
   if (!parsed) return fail("malformed pgoutput Relation message");
   Relation relation;
   relation.entity = parsed->nspname + "." + parsed->relname;
-  relation.replica_identity = parsed->replica_identity;
-  std::vector<std::string> full_identity_key;
-  if (parsed->replica_identity == 'f' && key_lookup_) {
-    auto key = key_lookup_(parsed->oid);
-    if (!key) return tl::unexpected(key.error());
-    full_identity_key = std::move(*key);
-  }
   for (std::size_t i = 0; i < parsed->columns.size(); ++i) {
     auto& source = parsed->columns[i];
-    auto type = types_.resolve(source.type_oid);
-    if (!type) return tl::unexpected(type.error());
-    bool key = source.key;
-    // REPLICA IDENTITY FULL flags every column; the primary key identifies the row better.
-    if (parsed->replica_identity == 'f' && !full_identity_key.empty()) {
-      key = std::find(full_identity_key.begin(), full_identity_key.end(), source.name) !=
-            full_identity_key.end();
-    }
-    if (key) relation.key_columns.push_back(i);
-    relation.columns.push_back(Column{source.name, json_name(source.name), *type});
+    // The replica identity as the stream states it: the primary key, the REPLICA IDENTITY USING
+    // INDEX columns, every column for REPLICA IDENTITY FULL.
+    if (source.key) relation.key_columns.push_back(i);
+    relation.columns.push_back(
+        Column{source.name, json_name(source.name), &type_of_oid(source.type_oid)});
   }
   relations_[parsed->oid] = std::move(relation);
   return ok();
@@ -193,18 +225,22 @@ Status ChangeDecoder::check_width(const Relation& relation,
 
 namespace {
 
-// The old image of an Update or Delete, by what pgoutput sent: 'O' the whole old row (REPLICA
-// IDENTITY FULL), 'K' its key columns. Without either the key did not change, so the change's key
-// columns are the old ones.
+// The old image of a Delete, by what pgoutput sent: 'O' the whole old row (REPLICA IDENTITY FULL),
+// 'K' its key columns.
 void set_old_row(Change& change, const Relation& relation, char old_kind,
                  const std::vector<TupleValue>& old_values) {
   if (old_kind == 'O') {
     append_row(change.old_row, relation, old_values, nullptr, nullptr);
-  } else if (old_kind == 'K') {
-    append_row(change.old_row, relation, old_values, &relation.key_columns, nullptr);
   } else {
-    change.old_row = change.key;
+    append_row(change.old_row, relation, old_values, &relation.key_columns, nullptr);
   }
+}
+
+bool has_unchanged_key(const Relation& relation, const std::vector<TupleValue>& values) {
+  for (std::size_t index : relation.key_columns) {
+    if (values[index].kind == 'u') return true;
+  }
+  return false;
 }
 
 }  // namespace
@@ -234,7 +270,8 @@ Status ChangeDecoder::decode_update(std::string_view message, std::vector<Change
   const Relation& rel = **relation;
   char old_kind = static_cast<char>(reader.u8());
   char new_marker = old_kind;
-  if (old_kind == 'K' || old_kind == 'O') {
+  const bool has_old = old_kind == 'K' || old_kind == 'O';
+  if (has_old) {
     if (!parse_tuple(reader, old_values_)) return fail("malformed pgoutput Update message");
     new_marker = static_cast<char>(reader.u8());
   }
@@ -242,17 +279,44 @@ Status ChangeDecoder::decode_update(std::string_view message, std::vector<Change
     return fail("malformed pgoutput Update message");
   }
   if (auto width = check_width(rel, new_values_); !width) return width;
-  bool has_old = old_kind == 'K' || old_kind == 'O';
   if (has_old) {
     if (auto width = check_width(rel, old_values_); !width) return width;
   }
   Change& change = out.emplace_back();
   change.operation = Operation::kUpdate;
   change.entity = rel.entity;
-  append_row(change.key, rel, new_values_, &rel.key_columns, nullptr);
   append_row(change.new_row, rel, new_values_, nullptr, &change.unchanged_columns);
-  set_old_row(change, rel, old_kind, old_values_);
+  if (!has_old) {
+    // Without an old image the key did not change: the new key is the old one.
+    append_row(change.key, rel, new_values_, &rel.key_columns, nullptr);
+    change.old_row = change.key;
+    return ok();
+  }
+  std::string old_key;
+  append_row(old_key, rel, old_values_, &rel.key_columns, nullptr);
+  append_new_key(change.key, rel);
+  if (old_key != change.key) change.old_key = old_key;
+  if (old_kind == 'O') {
+    append_row(change.old_row, rel, old_values_, nullptr, nullptr);
+  } else {
+    change.old_row = std::move(old_key);
+  }
   return ok();
+}
+
+// A key column whose value is unchanged TOAST was not sent again in the new row; PostgreSQL then
+// sends the old image with it (a key with out-of-line values is always logged), and the key takes
+// the value from there rather than lacking a column.
+void ChangeDecoder::append_new_key(std::string& out, const Relation& relation) {
+  if (!has_unchanged_key(relation, new_values_)) {
+    append_row(out, relation, new_values_, &relation.key_columns, nullptr);
+    return;
+  }
+  key_values_ = new_values_;
+  for (std::size_t index : relation.key_columns) {
+    if (key_values_[index].kind == 'u') key_values_[index] = old_values_[index];
+  }
+  append_row(out, relation, key_values_, &relation.key_columns, nullptr);
 }
 
 Status ChangeDecoder::decode_delete(std::string_view message, std::vector<Change>& out) {

@@ -1,8 +1,6 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
-#include <memory>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -15,28 +13,14 @@
 
 namespace cdcd::postgres {
 
-// What pg_type says about a type that is not built in.
-struct PgTypeRow {
-  char typtype = 'b';   // 'b' base, 'd' domain, 'e' enum, ...
-  char category = 'U';  // 'A' for arrays
-  std::uint32_t element = 0;
-  std::uint32_t base = 0;  // a domain's base type
-  char delimiter = ',';
-};
-using TypeLookup = std::function<Result<PgTypeRow>(std::uint32_t oid)>;
-
-// Resolves type OIDs to their JSON mapping: built-in types from a table, others (enums, domains,
-// arrays of them) once through `lookup`. Returned pointers stay valid for the cache's lifetime.
-class TypeCache {
- public:
-  explicit TypeCache(TypeLookup lookup);
-  Result<const TypeInfo*> resolve(std::uint32_t oid);
-
- private:
-  Result<const TypeInfo*> resolve_depth(std::uint32_t oid, int depth);
-  TypeLookup lookup_;
-  std::unordered_map<std::uint32_t, std::unique_ptr<TypeInfo>> types_;
-};
+// The JSON mapping of a column type, a function of its OID alone: PostgreSQL's built-in types
+// (OIDs below 10000, the same on every server version) from a fixed table, arrays of them as JSON
+// arrays of their element's mapping. Any other type (domains, enums, composites, ranges of
+// one's own, arrays of them, extension types) is its text form: pgoutput names such types but
+// does not describe them, and the catalog at decode time may no longer hold them, so that no
+// other rule gives the same JSON whenever the change is decoded. The reference stays valid for
+// the program's life.
+const TypeInfo& type_of_oid(std::uint32_t oid);
 
 struct Column {
   std::string name;
@@ -46,7 +30,6 @@ struct Column {
 
 struct Relation {
   std::string entity;  // "schema.table"
-  char replica_identity = 'd';
   std::vector<Column> columns;
   std::vector<std::size_t> key_columns;  // indexes into columns
 };
@@ -56,22 +39,17 @@ struct Relation {
 void append_row(std::string& out, const Relation& relation, const std::vector<TupleValue>& values,
                 const std::vector<std::size_t>* only, std::vector<std::string>* unchanged);
 
-// The primary-key columns of a relation, for tables with REPLICA IDENTITY FULL (whose pgoutput
-// key would otherwise be every column).
-using KeyLookup = std::function<Result<std::vector<std::string>>(std::uint32_t relation_oid)>;
-
 // Turns pgoutput messages into Changes. Relation messages update the cache in stream order, so a
-// column added mid-stream shows in the changes that follow it.
+// column added mid-stream shows in the changes that follow it. What a change looks like depends
+// only on the stream: a key is the columns the Relation message flags as replica identity, a
+// value's JSON the mapping of its column's type OID; the catalog is never consulted.
 class ChangeDecoder {
  public:
-  ChangeDecoder(TypeLookup type_lookup, KeyLookup key_lookup);
-
   // Applies schema messages (Relation, Type) always; appends the changes of Insert, Update,
   // Delete and Truncate to `out` when `want_changes` (lsn, seq and time are left to the caller).
   Status decode(std::string_view message, bool want_changes, std::vector<Change>& out);
 
   const Relation* relation(std::uint32_t oid) const;
-  TypeCache& types() { return types_; }
 
  private:
   Status apply_relation(std::string_view message);
@@ -81,12 +59,12 @@ class ChangeDecoder {
   Status decode_delete(std::string_view message, std::vector<Change>& out);
   Status decode_truncate(std::string_view message, std::vector<Change>& out);
   Status check_width(const Relation& relation, const std::vector<TupleValue>& values) const;
+  void append_new_key(std::string& out, const Relation& relation);
 
-  TypeCache types_;
-  KeyLookup key_lookup_;
   std::unordered_map<std::uint32_t, Relation> relations_;
   std::vector<TupleValue> old_values_;
   std::vector<TupleValue> new_values_;
+  std::vector<TupleValue> key_values_;
 };
 
 }  // namespace cdcd::postgres

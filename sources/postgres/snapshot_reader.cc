@@ -48,18 +48,16 @@ Result<std::vector<std::string>> identity_key_columns(PgConnection& conn, std::u
                         "i.indisreplident ORDER BY a.attnum",
                         oid);
   }
-  auto key = primary_key_columns(conn, oid);
-  if (!key || kind != "f" || !key->empty()) return key;
-  return column_names(conn, kColumnsSql, oid);
+  if (kind == "f") return column_names(conn, kColumnsSql, oid);
+  return primary_key_columns(conn, oid);
 }
 
 SnapshotReader::SnapshotReader(PgConnection conn, std::vector<SnapshotTable> tables,
-                               Position position, TypeCache& types,
-                               std::shared_ptr<spdlog::logger> log, RowCounter counter)
+                               Position position, std::shared_ptr<spdlog::logger> log,
+                               RowCounter counter)
     : conn_(std::move(conn)),
       tables_(std::move(tables)),
       position_(std::move(position)),
-      types_(types),
       log_(std::move(log)),
       counter_(std::move(counter)) {}
 
@@ -74,9 +72,10 @@ Status SnapshotReader::open_table() {
   std::string select_list;
   for (int row = 0; row < PQntuples(columns->get()); ++row) {
     std::string name = PQgetvalue(columns->get(), row, 0);
-    auto type = types_.resolve(
+    // Mapped by OID like the stream's columns, so that a snapshot row and a streamed change of
+    // the same row look alike.
+    const TypeInfo& type = type_of_oid(
         static_cast<std::uint32_t>(std::strtoul(PQgetvalue(columns->get(), row, 1), nullptr, 10)));
-    if (!type) return tl::unexpected(type.error());
     if (std::find(key->begin(), key->end(), name) != key->end()) {
       relation_.key_columns.push_back(relation_.columns.size());
     }
@@ -85,7 +84,7 @@ Status SnapshotReader::open_table() {
     std::string json_name;
     append_json_string(json_name, name);
     json_name += ':';
-    relation_.columns.push_back(Column{name, std::move(json_name), *type});
+    relation_.columns.push_back(Column{name, std::move(json_name), &type});
   }
   if (select_list.empty()) select_list = "NULL";
   std::string from =

@@ -21,8 +21,8 @@ struct SnapshotTable {
   std::string name;
 };
 
-// Key columns of a table as the stream reports them: the replica identity index, the primary key
-// for DEFAULT and FULL identity (every column for FULL without one), none for NOTHING.
+// Key columns of a table as pgoutput's Relation message flags them: the primary key for DEFAULT
+// identity, the index's columns for USING INDEX, every column for FULL, none for NOTHING.
 Result<std::vector<std::string>> identity_key_columns(PgConnection& conn, std::uint32_t oid);
 // The primary-key columns of a table (empty when it has none).
 Result<std::vector<std::string>> primary_key_columns(PgConnection& conn, std::uint32_t oid);
@@ -39,7 +39,7 @@ class SnapshotReader {
   using RowCounter = std::function<prometheus::Counter*(const std::string& table)>;
 
   SnapshotReader(PgConnection conn, std::vector<SnapshotTable> tables, Position position,
-                 TypeCache& types, std::shared_ptr<spdlog::logger> log, RowCounter counter);
+                 std::shared_ptr<spdlog::logger> log, RowCounter counter);
 
   // Emits rows while out.wants_more() and before the deadline. True once every table is read;
   // the caller then emits the TransactionEnd.
@@ -55,7 +55,6 @@ class SnapshotReader {
   PgConnection conn_;
   std::vector<SnapshotTable> tables_;
   Position position_;
-  TypeCache& types_;
   std::shared_ptr<spdlog::logger> log_;
   RowCounter counter_;
 

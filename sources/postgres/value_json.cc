@@ -68,78 +68,91 @@ void append_date_time(std::string& out, std::string_view text, bool with_zone) {
   }
 }
 
-// Parses PostgreSQL's array literal ("{1,2,NULL}", "{{1,2},{3,4}}", "[0:1]={a,b}").
+// PostgreSQL's array output ("{1,2,NULL}", "{{1,2},{3,4}}", {"a b","c\"d"}) as a JSON array of
+// the element type's values. Also takes what array input accepts beyond that (whitespace around
+// elements, backslashes outside quotes). An array with lower bounds other than 1 (output as
+// "[0:1]={a,b}") has no JSON array form that keeps them, so it is left to the text form, as is
+// anything malformed.
 class ArrayParser {
  public:
   ArrayParser(std::string_view text, const TypeInfo& element, char delimiter)
       : text_(text), element_(element), delimiter_(delimiter) {}
 
   bool parse(std::string& out) {
-    if (!text_.empty() && text_[0] == '[') {
-      auto equals = text_.find('=');
-      if (equals == std::string_view::npos) return false;
-      pos_ = equals + 1;
-    }
-    if (!parse_level(out)) return false;
+    skip_space();
+    if (!parse_level(out, 1)) return false;
     skip_space();
     return pos_ == text_.size();
   }
 
  private:
-  bool parse_level(std::string& out) {
-    if (!consume('{')) return false;
+  static constexpr int kMaxDimensions = 6;  // PostgreSQL's MAXDIM
+
+  bool parse_level(std::string& out, int dimension) {
+    if (dimension > kMaxDimensions || !consume('{')) return false;
     out += '[';
     skip_space();
     if (consume('}')) {
       out += ']';
       return true;
     }
-    bool first = true;
+    // A level holds either sub-arrays or elements, never both.
+    const bool nested = pos_ < text_.size() && text_[pos_] == '{';
     while (true) {
-      if (!first) out += ',';
-      first = false;
       skip_space();
-      if (pos_ >= text_.size()) return false;
-      char c = text_[pos_];
-      if (c == '{') {
-        if (!parse_level(out)) return false;
-      } else if (c == '"') {
-        if (!parse_quoted(out)) return false;
-      } else {
-        parse_unquoted(out);
+      if (nested) {
+        if (!parse_level(out, dimension + 1)) return false;
+      } else if (!parse_element(out)) {
+        return false;
       }
       skip_space();
-      if (consume(delimiter_)) continue;
       if (consume('}')) break;
-      return false;
+      if (!consume(delimiter_)) return false;
+      out += ',';
     }
     out += ']';
     return true;
   }
 
-  bool parse_quoted(std::string& out) {
-    ++pos_;
+  // One element, quoted or not; backslash escapes the next character either way. An unquoted
+  // NULL (any case, no escapes) is SQL NULL; surrounding whitespace is not part of an element.
+  bool parse_element(std::string& out) {
     element_text_.clear();
-    while (pos_ < text_.size() && text_[pos_] != '"') {
-      if (text_[pos_] == '\\') ++pos_;
-      if (pos_ >= text_.size()) return false;
-      element_text_ += text_[pos_++];
+    bool quoted = false;
+    bool escaped = false;
+    bool in_quotes = false;
+    std::size_t kept = 0;  // length without trailing unquoted whitespace
+    while (pos_ < text_.size()) {
+      char c = text_[pos_];
+      if (!in_quotes && (c == delimiter_ || c == '}')) break;
+      ++pos_;
+      if (c == '\\') {
+        if (pos_ >= text_.size()) return false;
+        element_text_ += text_[pos_++];
+        escaped = true;
+        kept = element_text_.size();
+      } else if (c == '"') {
+        in_quotes = !in_quotes;
+        quoted = true;
+        kept = element_text_.size();
+      } else if (!in_quotes && c == '{') {
+        return false;
+      } else {
+        element_text_ += c;
+        if (in_quotes || !is_space(c)) kept = element_text_.size();
+      }
     }
-    if (!consume('"')) return false;
+    if (in_quotes) return false;
+    element_text_.resize(kept);
+    if (!quoted && !escaped) {
+      if (element_text_.empty()) return false;
+      if (element_text_.size() == 4 && strncasecmp(element_text_.data(), "NULL", 4) == 0) {
+        out += "null";
+        return true;
+      }
+    }
     append_json_value(out, element_, element_text_);
     return true;
-  }
-
-  void parse_unquoted(std::string& out) {
-    std::size_t start = pos_;
-    while (pos_ < text_.size() && text_[pos_] != delimiter_ && text_[pos_] != '}') ++pos_;
-    std::string_view token = text_.substr(start, pos_ - start);
-    while (!token.empty() && is_space(token.back())) token.remove_suffix(1);
-    if (token.size() == 4 && strncasecmp(token.data(), "NULL", 4) == 0) {
-      out += "null";
-    } else {
-      append_json_value(out, element_, token);
-    }
   }
 
   bool consume(char c) {
@@ -162,11 +175,10 @@ class ArrayParser {
 
 void append_array(std::string& out, const TypeInfo& type, std::string_view text) {
   static const TypeInfo kText{};
-  std::string json;
+  const std::size_t start = out.size();
   ArrayParser parser(text, type.element ? *type.element : kText, type.delimiter);
-  if (parser.parse(json)) {
-    out += json;
-  } else {
+  if (!parser.parse(out)) {
+    out.resize(start);
     append_json_string(out, text);
   }
 }

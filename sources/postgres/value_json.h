@@ -11,15 +11,15 @@ enum class ValueKind : std::uint8_t {
   kBool,        // 't'/'f' → true/false
   kInteger,     // int2/4/8, oid: the digits as a JSON number
   kFloat,       // float4/8: a number; NaN and ±Infinity as strings
-  kString,      // numeric (no precision lost), text, uuid, enums, unknown types: a JSON string
+  kString,      // numeric (no precision lost), text, uuid, types not built in: a JSON string
   kJson,        // json/jsonb: embedded as JSON (compacted)
   kBytea,       // hex output → base64 string
   kDateTime,    // date, timestamp: ISO 8601 with 'T'
   kDateTimeTz,  // timestamptz, timetz: ISO 8601 with a ±hh:mm offset
-  kArray,       // {a,b} → JSON array of the element type
+  kArray,       // {a,b} → JSON array of the element type; other lower bounds: the text
 };
 
-// A resolved type. Arrays point at their element type (owned by the same cache).
+// A resolved type. Arrays point at their element type (owned by the same table).
 struct TypeInfo {
   ValueKind kind = ValueKind::kString;
   const TypeInfo* element = nullptr;

@@ -61,6 +61,13 @@ std::map<std::string, Change> golden_cases() {
   update_key.new_row = R"({"id":7,"status":"shipped"})";
   cases["update_key_only"] = update_key;
 
+  Change key_changed = base_change(Operation::kUpdate);
+  key_changed.key = R"({"id":8})";
+  key_changed.old_key = R"({"id":7})";
+  key_changed.old_row = R"({"id":7})";
+  key_changed.new_row = R"({"id":8,"status":"shipped"})";
+  cases["update_key_changed"] = key_changed;
+
   Change remove = base_change(Operation::kDelete);
   remove.old_row = R"({"id":7,"status":"shipped"})";
   cases["delete"] = remove;
@@ -249,6 +256,24 @@ TEST(FormatNative, FieldsInOrderAndOptionalOnesOmitted) {
             R"("operation":"insert","old":null,"new":{"id":7}})");
 }
 
+TEST(FormatNative, OldKeyFollowsKeyOnlyWhenSet) {
+  EXPECT_EQ(encode(Format::kNative, golden_cases().at("update_key_changed")),
+            R"({"lsn":1042,"seq":3,"timestamp":1763719200123456,"txid":77,"source":"inventory",)"
+            R"("entity":"public.orders","key":{"id":8},"old_key":{"id":7},"operation":"update",)"
+            R"("old":{"id":7},"new":{"id":8,"status":"shipped"}})");
+  EXPECT_EQ(encode(Format::kNative, golden_cases().at("update_key_only")).find("old_key"),
+            std::string::npos);
+}
+
+// Debezium and MongoDB events have no field for it: a key change reads as before, from old and new.
+TEST(FormatOtherThanNative, OldKeyChangesNothing) {
+  Change without = golden_cases().at("update_key_changed");
+  without.old_key.clear();
+  for (Format format : {Format::kDebezium, Format::kMongodb}) {
+    EXPECT_EQ(encode(format, golden_cases().at("update_key_changed")), encode(format, without));
+  }
+}
+
 TEST(FormatNative, UnchangedColumnsAfterNew) {
   const std::string out = encode(Format::kNative, golden_cases().at("unchanged_columns"));
   EXPECT_NE(out.find(R"("new":{"id":9,"n":2},"unchanged":["doc","odd \"col\""]})"),
@@ -271,6 +296,7 @@ TEST(FormatNative, RoundTripsThroughTheParser) {
     EXPECT_EQ(parsed->entity, change.entity);
     EXPECT_EQ(parsed->operation, change.operation);
     EXPECT_EQ(parsed->key, change.key);
+    EXPECT_EQ(parsed->old_key, change.old_key);
     EXPECT_EQ(parsed->old_row, change.old_row);
     EXPECT_EQ(parsed->new_row, change.new_row);
     EXPECT_EQ(parsed->unchanged_columns, change.unchanged_columns);

@@ -58,6 +58,21 @@ TEST(ParseNativeLine, DefaultsOfOptionalFields) {
   EXPECT_EQ(change->operation, Operation::kDelete);
 }
 
+TEST(ParseNativeLine, OldKeyIsReadWhenPresent) {
+  auto change = parse_native_line(with_field(R"("key": {"id": 8}, "old_key": {"id" : 7}, )"
+                                             R"("old": {"id": 7}, "new": {"id": 8})"));
+  ASSERT_TRUE(change) << change.error().message;
+  EXPECT_EQ(change->old_key, R"({"id":7})");
+  EXPECT_EQ(change->key, R"({"id":8})");
+  EXPECT_EQ(change->old_row, R"({"id":7})");
+  auto without = parse_native_line(with_field(R"("key": {"id": 8}, "old_key": null)"));
+  ASSERT_TRUE(without) << without.error().message;
+  EXPECT_EQ(without->old_key, "");
+  auto plain = parse_native_line(kFullLine);
+  ASSERT_TRUE(plain) << plain.error().message;
+  EXPECT_EQ(plain->old_key, "");
+}
+
 TEST(ParseNativeLine, NullMeansAbsentForOptionalFields) {
   auto change = parse_native_line(with_field(
       R"("txid": null, "source": null, "key": null, "old": null, "new": null, "unchanged": null)"));
@@ -185,6 +200,8 @@ TEST(ParseNativeLine, ErrorMessages) {
       {with_field(R"("key": [1])"), R"("key" must be an object)"},
       {with_field(R"("old": "x")"), R"("old" must be an object or null)"},
       {with_field(R"("new": 5)"), R"("new" must be an object or null)"},
+      {with_field(R"("old_key": [7])"), R"("old_key" must be an object or null)"},
+      {with_field(R"("old_key": {"id": 7}, "old_key": {"id": 8})"), R"(duplicate "old_key")"},
       {with_field(R"("unchanged": "col")"), R"("unchanged" must be an array of strings)"},
       {with_field(R"("unchanged": ["a", 1])"), R"("unchanged" must be an array of strings)"},
       // Inside row images every value is checked, though On Demand alone would skip them.
