@@ -179,7 +179,10 @@ TEST_F(DaemonShutdownTest, SighupIsLoggedAndIgnored) {
   generate_changelog(dir_.file("generated.jsonl"), 2'000, 100);
   const std::string text = read_file(dir_.file("generated.jsonl"));
   const auto changes = read_native_file(dir_.file("generated.jsonl")).changes;
-  const auto half = changes[changes.size() / 2 - 1].end;
+  // Split between two transactions: a transaction cut by an append would stop the consumer.
+  std::size_t middle_index = changes.size() / 2 - 1;
+  while (changes[middle_index + 1].lsn == changes[middle_index].lsn) ++middle_index;
+  const auto half = changes[middle_index].end;
   write_file(log, text.substr(0, half));
   write(jsonl_source(log),
         "{type: file, path: " + dir_.file("out.jsonl") + ", format: native, fsync: never}");
