@@ -1,9 +1,11 @@
 #include "checkpoint/file/file_checkpoint_store.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -21,6 +23,8 @@ namespace fs = std::filesystem;
 constexpr int kFormatVersion = 1;
 // Temp files are "." + target name + this + random suffix: hidden, and never a "*.json".
 constexpr char kTempInfix[] = ".json.tmp.";
+// Hidden like the temp files, so that no consumer name can collide with it.
+constexpr char kLockFile[] = ".lock";
 
 std::string errno_text() { return std::strerror(errno); }
 
@@ -114,6 +118,37 @@ bool is_temp_file(const std::string& name) {
 FileCheckpointStore::FileCheckpointStore(std::string dir, std::shared_ptr<spdlog::logger> log)
     : dir_(std::move(dir)), log_(std::move(log)) {}
 
+FileCheckpointStore::~FileCheckpointStore() {
+  if (lock_fd_ >= 0) ::close(lock_fd_);
+}
+
+Status FileCheckpointStore::lock_dir() {
+  if (lock_fd_ >= 0) return ok();
+  const std::string path = (fs::path(dir_) / kLockFile).string();
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return fail("checkpoint lock file " + path + ": cannot open it: " + errno_text());
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const bool held = errno == EWOULDBLOCK;
+    const std::string reason = errno_text();
+    auto holder = held ? read_all(fd) : Result<std::string>(std::string());
+    ::close(fd);
+    if (!held) return fail("checkpoint lock file " + path + ": cannot lock it: " + reason);
+    std::string pid = holder ? *holder : std::string();
+    while (!pid.empty() && std::isspace(static_cast<unsigned char>(pid.back()))) pid.pop_back();
+    return fail("checkpoint directory " + dir_ + " is in use by process " +
+                (pid.empty() ? std::string("(pid unknown)") : pid) +
+                " (a running cdcd daemon or `cdcd checkpoint` command holds " + path +
+                "); two processes must not write the same checkpoints: stop it first");
+  }
+  // The pid only tells whoever is refused who holds the lock; the flock itself is the lock.
+  const std::string pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) < 0) {
+    if (log_) log_->warn("checkpoint lock file {}: cannot record the pid: {}", path, errno_text());
+  }
+  lock_fd_ = fd;
+  return ok();
+}
+
 std::string FileCheckpointStore::path_of(const std::string& consumer) const {
   return (fs::path(dir_) / (consumer + ".json")).string();
 }
@@ -124,6 +159,7 @@ Status FileCheckpointStore::start() {
   if (error) {
     return fail("checkpoint directory " + dir_ + ": cannot create it: " + error.message());
   }
+  if (auto locked = lock_dir(); !locked) return locked;
   // A crash between creating a temp file and renaming it leaves the temp file behind; the
   // checkpoint itself is intact, so the leftovers are just garbage.
   for (fs::directory_iterator it(dir_, error), end; !error && it != end; it.increment(error)) {

@@ -1,5 +1,7 @@
 #include "checkpoint/postgres/postgres_checkpoint_store.h"
 
+#include <unistd.h>
+
 #include <charconv>
 
 #include <spdlog/spdlog.h>
@@ -16,6 +18,10 @@ std::optional<std::uint64_t> parse_u64(const char* text) {
   return value;
 }
 
+// The advisory lock's key: "cdcd" in the high half, the table's oid in the low half (as the
+// bigint form of pg_try_advisory_lock, which pg_locks shows as classid, objid, objsubid 1).
+constexpr std::uint64_t kLockKeyPrefix = 0x63646364;  // "cdcd"
+
 }  // namespace
 
 PostgresCheckpointStore::PostgresCheckpointStore(PostgresCheckpointStoreOptions options,
@@ -24,7 +30,9 @@ PostgresCheckpointStore::PostgresCheckpointStore(PostgresCheckpointStoreOptions 
 
 Status PostgresCheckpointStore::connect() {
   auto overrides = source_overrides(options_.dsn);
-  overrides.emplace_back("application_name", "cdcd checkpoints");
+  // The pid lets a refused process name the one holding the table's lock.
+  overrides.emplace_back("application_name",
+                         "cdcd checkpoints (pid " + std::to_string(::getpid()) + ")");
   auto conn = PgConnection::connect(options_.dsn, overrides);
   if (!conn) return tl::unexpected(conn.error());
   conn_ = std::move(*conn);
@@ -34,6 +42,33 @@ Status PostgresCheckpointStore::connect() {
                    : conn_.quote_identifier(options_.table.substr(0, dot)) + "." +
                          conn_.quote_identifier(options_.table.substr(dot + 1));
   return ok();
+}
+
+Status PostgresCheckpointStore::connect_and_lock() {
+  if (auto connected = connect(); !connected) return connected;
+  if (auto locked = lock_table(); !locked) {
+    conn_.close();
+    return locked;
+  }
+  return ok();
+}
+
+Status PostgresCheckpointStore::lock_table() {
+  const std::string key = "((" + std::to_string(kLockKeyPrefix) + "::bigint << 32) | " +
+                          "to_regclass(" + conn_.quote_literal(table_sql_) + ")::oid::bigint)";
+  auto locked = conn_.exec("SELECT pg_try_advisory_lock(" + key + ")");
+  if (!locked) return tl::unexpected(locked.error());
+  if (first_value(locked->get()) == "t") return ok();
+  auto holder = conn_.exec(
+      "SELECT a.application_name || ', server pid ' || a.pid FROM pg_locks l "
+      "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
+      "AND l.objsubid = 1 AND l.database = (SELECT oid FROM pg_database WHERE datname = "
+      "current_database()) AND ((l.classid::bigint << 32) | l.objid::bigint) = " +
+      key);
+  std::string who = holder ? first_value(holder->get()).value_or("unknown") : "unknown";
+  return fail("checkpoint table " + options_.table + " on " + conn_.describe() +
+              " is in use by another cdcd process (" + who +
+              "); two processes must not write the same checkpoints: stop it first");
 }
 
 Status PostgresCheckpointStore::start() {
@@ -52,6 +87,10 @@ Status PostgresCheckpointStore::start() {
     return fail("cannot create checkpoint table " + options_.table + " on " + conn_.describe() +
                 ": " + created.error().message);
   }
+  if (auto locked = lock_table(); !locked) {
+    conn_.close();
+    return locked;
+  }
   auto log = context_.log ? context_.log : spdlog::default_logger();
   log->info("checkpoints in table {} on {}", options_.table, conn_.describe());
   return ok();
@@ -59,7 +98,7 @@ Status PostgresCheckpointStore::start() {
 
 Result<PgResult> PostgresCheckpointStore::run(const Statement& statement) {
   if (!conn_.ok()) {
-    if (auto connected = connect(); !connected) return tl::unexpected(connected.error());
+    if (auto connected = connect_and_lock(); !connected) return tl::unexpected(connected.error());
   }
   auto result = statement(conn_);
   if (result || conn_.ok()) {
@@ -68,7 +107,7 @@ Result<PgResult> PostgresCheckpointStore::run(const Statement& statement) {
       (void)conn_.exec("ROLLBACK");
     return result;
   }
-  if (auto connected = connect(); !connected) return tl::unexpected(connected.error());
+  if (auto connected = connect_and_lock(); !connected) return tl::unexpected(connected.error());
   return statement(conn_);
 }
 

@@ -34,6 +34,10 @@ class PostgresCheckpointStore : public CheckpointStore {
   // Runs `statement`, reconnecting and running it once more if the connection was lost.
   Result<PgResult> run(const Statement& statement);
   Status connect();
+  // connect(), then the table's advisory lock: the connection is dropped again if another
+  // session holds it.
+  Status connect_and_lock();
+  Status lock_table();
 
   PostgresCheckpointStoreOptions options_;
   CheckpointStoreContext context_;

@@ -56,7 +56,14 @@ Metrics::Metrics()
       sink_errors_(counter_family(*registry_, "cdcd_sink_errors_total",
                                   "Failed write attempts of the sink, retried or not.")),
       sink_retries_(counter_family(*registry_, "cdcd_sink_retries_total",
-                                   "Write attempts the sink repeated after a retryable error.")) {
+                                   "Write attempts the sink repeated after a retryable error.")),
+      checkpoint_save_errors_(counter_family(
+          *registry_, "cdcd_checkpoint_save_errors_total",
+          "Checkpoint saves of the consumer that the checkpoint store refused or failed.")),
+      checkpoint_last_save_time_(
+          gauge_family(*registry_, "cdcd_checkpoint_last_save_timestamp_seconds",
+                       "Unix time of the consumer's last successful checkpoint save; 0 before "
+                       "the first one.")) {
   gauge_family(*registry_, "cdcd_build_info", "Build information; the value is always 1.")
       .Add({{"version", CDCD_VERSION}})
       .Set(1);
@@ -81,6 +88,13 @@ ConsumerMetrics Metrics::consumer(const std::string& consumer) {
   return ConsumerMetrics{&checkpoint_lsn_.Add(labels), &lag_bytes_.Add(labels),
                          &lag_seconds_.Add(labels), &queue_bytes_.Add(labels),
                          &dead_letters_.Add(labels)};
+}
+
+CheckpointMetrics Metrics::checkpoint(const std::string& consumer) {
+  std::lock_guard lock(mutex_);
+  const prometheus::Labels labels{{"consumer", consumer}};
+  return CheckpointMetrics{&checkpoint_save_errors_.Add(labels),
+                           &checkpoint_last_save_time_.Add(labels)};
 }
 
 prometheus::Histogram& Metrics::sink_batch_duration(const std::string& sink) {

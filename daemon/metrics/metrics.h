@@ -25,6 +25,11 @@ struct ConsumerMetrics {
   prometheus::Counter* dead_letters = nullptr;
 };
 
+struct CheckpointMetrics {
+  prometheus::Counter* save_errors = nullptr;
+  prometheus::Gauge* last_save_time = nullptr;  // Unix time in seconds; 0 until the first save
+};
+
 // The daemon's metric families (see the metrics reference in docs/metrics.md). Thread-safe; the
 // metric objects it hands out live as long as it does.
 class Metrics {
@@ -36,6 +41,7 @@ class Metrics {
   SourceMetrics source(const std::string& source);
   SinkMetrics sink(const std::string& sink);
   ConsumerMetrics consumer(const std::string& consumer);
+  CheckpointMetrics checkpoint(const std::string& consumer);
   prometheus::Histogram& sink_batch_duration(const std::string& sink);
   prometheus::Counter& events(const std::string& consumer, const std::string& sink, Operation op);
 
@@ -54,6 +60,8 @@ class Metrics {
   prometheus::Family<prometheus::Histogram>& batch_duration_;
   prometheus::Family<prometheus::Counter>& sink_errors_;
   prometheus::Family<prometheus::Counter>& sink_retries_;
+  prometheus::Family<prometheus::Counter>& checkpoint_save_errors_;
+  prometheus::Family<prometheus::Gauge>& checkpoint_last_save_time_;
 };
 
 }  // namespace cdcd

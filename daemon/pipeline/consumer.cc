@@ -67,8 +67,10 @@ Consumer::~Consumer() {
 Status Consumer::load_checkpoint() {
   auto stored = setup_.store->load(name());
   if (!stored) {
-    return cdcd::fail("loading the checkpoint of consumer " + name() + ": " +
-                      stored.error().message);
+    // Keeps `retryable`: a store that is unreachable for now is waited for, not fatal.
+    return tl::unexpected(
+        Error{"loading the checkpoint of consumer " + name() + ": " + stored.error().message,
+              stored.error().retryable});
   }
   loaded_ = *stored;
   // A checkpoint always wins: `start` only says where a consumer without one begins, so that a

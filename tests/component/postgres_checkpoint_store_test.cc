@@ -7,6 +7,7 @@
 #include "checkpoint/postgres/postgres_checkpoint_store.h"
 #include "daemon/config/node.h"
 #include "daemon/plugin/registry.h"
+#include "tests/support/checkpoint_store_conformance.h"
 #include "tests/support/postgres_server.h"
 
 namespace cdcd {
@@ -72,7 +73,8 @@ TEST_F(PostgresCheckpointStoreTest, SaveLoadOverwriteAndRemove) {
   EXPECT_FALSE(removed->has_value());
   EXPECT_TRUE(store->remove("never-saved"));
 
-  // A second store (a restarted daemon) reads what the first one saved.
+  // A second store (a restarted daemon, once the first is gone) reads what the first one saved.
+  store.reset();
   auto reopened = make();
   ASSERT_TRUE(reopened->start());
   auto again = reopened->load("users");
@@ -132,6 +134,84 @@ TEST_F(PostgresCheckpointStoreTest, ServerDownIsARetryableError) {
   ASSERT_FALSE(started);
   EXPECT_TRUE(started.error().retryable);
 }
+
+// The session advisory lock goes with the session: when the server ends it, the store takes the
+// lock again before its next statement, and while another process holds it, saves fail instead
+// of overwriting that process's checkpoints.
+TEST_F(PostgresCheckpointStoreTest, TheLockIsTakenAgainAfterAReconnectAndSavesFailWhileHeld) {
+  auto first = make();
+  ASSERT_TRUE(first->start());
+  ASSERT_TRUE(first->save("c", Checkpoint{1, 0, 0, 0}));
+  const std::string first_session = "SELECT count(*) FROM pg_stat_activity WHERE datname = '" +
+                                    db_ + "' AND application_name LIKE 'cdcd checkpoints%'";
+  ASSERT_EQ(server_->query_value(first_session), "1");
+  // An administrator (or a failover) ends the first store's session, and with it the lock.
+  server_->execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '" +
+                   db_ + "' AND application_name LIKE 'cdcd checkpoints%'");
+  ASSERT_TRUE(test::wait_until([&] { return server_->query_value(first_session) == "0"; }));
+
+  auto second = make();
+  ASSERT_TRUE(second->start());
+  auto refused = first->save("c", Checkpoint{2, 0, 0, 0});
+  ASSERT_FALSE(refused) << "the first store overwrote the checkpoints of the lock's holder";
+  EXPECT_NE(refused.error().message.find("in use"), std::string::npos) << refused.error().message;
+  ASSERT_TRUE(second->save("c", Checkpoint{3, 0, 0, 0}));
+
+  second.reset();
+  auto saved = first->save("c", Checkpoint{4, 0, 0, 0});
+  ASSERT_TRUE(saved) << saved.error().message;
+  auto loaded = first->load("c");
+  ASSERT_TRUE(loaded && loaded->has_value());
+  EXPECT_EQ((*loaded)->lsn, 4u);
+}
+
+// The shared checkpoint store suite: one server for the suite, a database per test.
+test::PostgresServer& conformance_server() {
+  static test::PostgresServer* server = nullptr;
+  if (server == nullptr) {
+    server = new test::PostgresServer();
+    struct StopServer : ::testing::Environment {
+      void TearDown() override {
+        delete server;
+        server = nullptr;
+      }
+    };
+    ::testing::AddGlobalTestEnvironment(new StopServer);
+  }
+  return *server;
+}
+
+class PostgresStoreHarness : public test::CheckpointStoreHarness {
+ public:
+  PostgresStoreHarness() : db_(conformance_server().create_database()) {}
+  ~PostgresStoreHarness() override { conformance_server().drop_database(db_); }
+
+  std::unique_ptr<CheckpointStore> make_store() override {
+    return std::make_unique<PostgresCheckpointStore>(
+        PostgresCheckpointStoreOptions{conformance_server().dsn(db_), "cdcd_checkpoints"},
+        CheckpointStoreContext{});
+  }
+
+  // A session that dies between its UPSERT and its COMMIT.
+  bool leave_an_interrupted_save(const std::string& consumer,
+                                 const Checkpoint& checkpoint) override {
+    test::PgSession session(conformance_server().dsn(db_));
+    session.execute("BEGIN; UPDATE cdcd_checkpoints SET lsn = " + std::to_string(checkpoint.lsn) +
+                    ", \"offset\" = " + std::to_string(checkpoint.offset) + " WHERE consumer = '" +
+                    consumer + "'");
+    return true;
+  }
+
+ private:
+  std::string db_;
+};
+
+const bool kConformanceRegistered = [] {
+  test::register_checkpoint_store_conformance("PostgresCheckpointStoreConformance", [] {
+    return std::make_unique<PostgresStoreHarness>();
+  });
+  return true;
+}();
 
 TEST(PostgresCheckpointConfigTest, OptionsAreValidated) {
   PluginRegistry registry;

@@ -1,6 +1,7 @@
 // The daemon's HTTP endpoints during a run: lag gauges while a sink is stalled behind a backlog and
 // after it caught up, event counters, checkpoint lsn, promtool's lint, health, readiness and
-// status, and `cdcd status` both live and offline.
+// status, and `cdcd status` both live and offline. Readiness names the real reason: a failed
+// consumer with its error, a checkpoint store not up yet, checkpoint saves failing.
 
 #include <fcntl.h>
 #include <poll.h>
@@ -19,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/support/daemon_fixture.h"
+#include "tests/support/postgres_server.h"
 #include "tests/support/test_util.h"
 
 namespace cdcd::test {
@@ -363,6 +365,155 @@ TEST_F(DaemonMetricsTest, LagGaugesTrackABacklogBehindAStalledSinkAndReturnToZer
   ASSERT_EQ(table.exit_code, 0) << table.err;
   EXPECT_NE(table.out.find("mirror"), std::string::npos) << table.out;
   EXPECT_NE(table.out.find(std::to_string(last_lsn_)), std::string::npos) << table.out;
+}
+
+bool body_names(const std::optional<HttpResponse>& response, const std::string& text) {
+  return response && response->body.find(text) != std::string::npos;
+}
+
+// One consumer stops on a malformed line while another dead-letters it and keeps running: /readyz
+// names the failed consumer and its error, not a symptom.
+TEST(DaemonReadinessTest, AFailedConsumerComesFirstWithItsError) {
+  TempDir dir;
+  const std::string log = dir.file("changes.jsonl");
+  generate_changelog(dir.file("generated.jsonl"), 20, 5);
+  write_file(log, read_file(dir.file("generated.jsonl")) + "this is not a change\n");
+  const int port = free_port();
+  const std::string config = write_config(dir, R"(
+sources:
+  log: {type: jsonl, path: )" + log + R"(, follow: true, poll_interval: 20ms}
+sinks:
+  a: {type: file, path: )" + dir.file("a.jsonl") + R"(, format: native, fsync: never}
+  b: {type: file, path: )" + dir.file("b.jsonl") + R"(, format: native, fsync: never}
+  dlq: {type: file, path: )" + dir.file("dlq.jsonl") +
+                                                   R"(, format: native, fsync: never}
+checkpoints: {type: file, dir: )" + dir.file("checkpoints") +
+                                                   R"(, interval: 100ms}
+consumers:
+  strict: {source: log, sinks: [a], on_error: stop}
+  lenient: {source: log, sinks: [b], on_error: dead_letter, dead_letter_sink: dlq}
+metrics: {listen: 127.0.0.1:)" + std::to_string(port) +
+                                                   R"(}
+)");
+  DaemonProcess daemon(config, dir.path());
+  daemon.start();
+  std::optional<HttpResponse> ready;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        ready = http_get(port, "/readyz");
+        return body_names(ready, "consumer strict failed");
+      },
+      scaled(30s)))
+      << (ready ? ready->body : "no answer") << daemon.stderr_text();
+  EXPECT_EQ(ready->status, 503);
+  // The error says where and why.
+  EXPECT_TRUE(body_names(ready, "consumer strict failed: " + log)) << ready->body;
+  EXPECT_TRUE(daemon.running());
+  EXPECT_EQ(daemon.stop(scaled(30s)), 1) << daemon.stderr_text();
+}
+
+// A checkpoint store that is not up yet at start is retried while /readyz names it; once it is
+// up everything flows. Saves failing later show in /readyz and in the metrics, and recover.
+TEST(DaemonReadinessTest, ACheckpointStoreNotUpYetIsWaitedForAndSaveFailuresShow) {
+  TempDir dir;
+  PostgresServer server;
+  const std::string db = server.create_database();
+  server.stop();
+  const std::string log = dir.file("changes.jsonl");
+  generate_changelog(dir.file("generated.jsonl"), 2'000, 100);
+  const std::string text = read_file(dir.file("generated.jsonl"));
+  const auto changes = read_native_file(dir.file("generated.jsonl")).changes;
+  // Split between two transactions: a transaction cut by an append would stop the consumer.
+  std::size_t middle_index = changes.size() / 2 - 1;
+  while (changes[middle_index + 1].lsn == changes[middle_index].lsn) ++middle_index;
+  const auto half = changes[middle_index].end;
+  write_file(log, text.substr(0, half));
+  const int port = free_port();
+  const std::string config = write_config(dir, R"(
+sources:
+  log: {type: jsonl, path: )" + log + R"(, follow: true, poll_interval: 20ms}
+sinks:
+  out: {type: file, path: )" + dir.file("out.jsonl") +
+                                                   R"(, format: native, fsync: never}
+checkpoints: {type: postgres, dsn: ")" + server.dsn(db) +
+                                                   R"(", interval: 100ms}
+consumers:
+  mirror: {source: log, sinks: [out]}
+metrics: {listen: 127.0.0.1:)" + std::to_string(port) +
+                                                   R"(}
+)");
+  DaemonProcess daemon(config, dir.path());
+  daemon.start();
+  std::optional<HttpResponse> ready;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        ready = http_get(port, "/readyz");
+        return body_names(ready, "checkpoint store (postgres) is not available yet");
+      },
+      scaled(30s)))
+      << (ready ? ready->body : "no answer") << daemon.stderr_text();
+  EXPECT_EQ(ready->status, 503);
+  ASSERT_TRUE(daemon.running()) << daemon.stderr_text();
+
+  server.start();
+  auto checkpoint_lsn = [&]() -> std::string {
+    try {
+      return server.query_value("SELECT lsn FROM cdcd_checkpoints WHERE consumer = 'mirror'", db)
+          .value_or("0");
+    } catch (const std::exception&) {
+      return "0";  // the store has not created its table yet
+    }
+  };
+  const std::string middle = std::to_string(changes[middle_index].lsn);
+  ASSERT_TRUE(wait_until([&] { return checkpoint_lsn() == middle; }, scaled(60s)))
+      << checkpoint_lsn() << daemon.stderr_text();
+  ASSERT_TRUE(wait_until(
+      [&] {
+        ready = http_get(port, "/readyz");
+        return ready && ready->status == 200;
+      },
+      scaled(30s)))
+      << (ready ? ready->body : "no answer");
+  const double first_save_time =
+      metric_value(scrape(port), "cdcd_checkpoint_last_save_timestamp_seconds",
+                   {{"consumer", "mirror"}})
+          .value_or(0);
+  EXPECT_GT(first_save_time, 0);
+
+  // The store goes away while changes keep coming: saves fail, and say so.
+  server.stop();
+  append_file(log, text.substr(half));
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return metric_value(scrape(port), "cdcd_checkpoint_save_errors_total",
+                            {{"consumer", "mirror"}})
+                   .value_or(0) > 0;
+      },
+      scaled(30s)))
+      << daemon.stderr_text();
+  ready = http_get(port, "/readyz");
+  EXPECT_TRUE(body_names(ready, "consumer mirror cannot save its checkpoint"))
+      << (ready ? ready->body : "no answer");
+  EXPECT_EQ(ready ? ready->status : 0, 503);
+
+  server.start();
+  const std::string last = std::to_string(changes.back().lsn);
+  ASSERT_TRUE(wait_until([&] { return checkpoint_lsn() == last; }, scaled(60s)))
+      << checkpoint_lsn() << daemon.stderr_text();
+  ASSERT_TRUE(wait_until(
+      [&] {
+        ready = http_get(port, "/readyz");
+        return ready && ready->status == 200;
+      },
+      scaled(30s)))
+      << (ready ? ready->body : "no answer");
+  EXPECT_GT(metric_value(scrape(port), "cdcd_checkpoint_last_save_timestamp_seconds",
+                         {{"consumer", "mirror"}})
+                .value_or(0),
+            first_save_time);
+  EXPECT_EQ(daemon.stop(scaled(30s)), 0) << daemon.stderr_text();
+  EXPECT_EQ(read_native_file(dir.file("out.jsonl")).changes.size(), changes.size());
+  server.drop_database(db);
 }
 
 }  // namespace

@@ -1,7 +1,14 @@
 #include "tests/support/daemon_fixture.h"
 
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -156,6 +163,50 @@ void DaemonProcess::start() {
   if (child_ && child_->running()) throw std::logic_error("the daemon is already running");
   child_ = std::make_unique<ChildProcess>(
       std::vector<std::string>{cdcd_binary(), "run", "--config", config_path_}, log_dir_);
+}
+
+void DaemonProcess::start_with_stdout(const std::string& path) {
+  if (child_ && child_->running()) throw std::logic_error("the daemon is already running");
+  // `exec` keeps the shell's pid: signals reach cdcd itself.
+  child_ = std::make_unique<ChildProcess>(
+      std::vector<std::string>{"/bin/sh", "-c", "exec \"$0\" run --config \"$1\" > \"$2\"",
+                               cdcd_binary(), config_path_, path},
+      log_dir_);
+}
+
+SilentTcpServer::SilentTcpServer() {
+  fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof addr;
+  if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::listen(fd_, 64) != 0 ||
+      ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &length) != 0) {
+    throw std::runtime_error("SilentTcpServer: cannot listen on 127.0.0.1");
+  }
+  port_ = ntohs(addr.sin_port);
+}
+
+SilentTcpServer::~SilentTcpServer() { ::close(fd_); }
+
+bool SilentTcpServer::has_waiting_client() const {
+  pollfd waiting{fd_, POLLIN, 0};
+  return ::poll(&waiting, 1, 0) == 1;
+}
+
+UnreadFifo::UnreadFifo(std::string path) : path_(std::move(path)) {
+  if (::mkfifo(path_.c_str(), 0644) != 0) throw std::runtime_error("mkfifo " + path_);
+  fd_ = ::open(path_.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd_ < 0) throw std::runtime_error("open " + path_);
+}
+
+UnreadFifo::~UnreadFifo() { ::close(fd_); }
+
+int UnreadFifo::buffered_bytes() const {
+  int bytes = 0;
+  ::ioctl(fd_, FIONREAD, &bytes);
+  return bytes;
 }
 
 bool DaemonProcess::running() { return child_ && child_->running(); }

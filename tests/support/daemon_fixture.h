@@ -86,6 +86,8 @@ class DaemonProcess {
   DaemonProcess(std::string config_path, std::string log_dir);
 
   void start();
+  // Starts it with its stdout redirected to `path` (e.g. a FIFO nobody reads) instead of a file.
+  void start_with_stdout(const std::string& path);
   bool running();
   pid_t pid() const;
   // SIGKILL and reap.
@@ -100,6 +102,41 @@ class DaemonProcess {
   std::string config_path_;
   std::string log_dir_;
   std::unique_ptr<ChildProcess> child_;
+};
+
+// A TCP server on a free loopback port that accepts connections (the kernel completes the
+// handshake) but never answers: a server stuck before its first reply.
+class SilentTcpServer {
+ public:
+  SilentTcpServer();
+  ~SilentTcpServer();
+  SilentTcpServer(const SilentTcpServer&) = delete;
+  SilentTcpServer& operator=(const SilentTcpServer&) = delete;
+
+  int port() const { return port_; }
+  // Whether a client connected (and waits in the accept queue).
+  bool has_waiting_client() const;
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+};
+
+// A FIFO at `path` held open for reading and never read: a writer blocks once its buffer is full.
+class UnreadFifo {
+ public:
+  explicit UnreadFifo(std::string path);
+  ~UnreadFifo();
+  UnreadFifo(const UnreadFifo&) = delete;
+  UnreadFifo& operator=(const UnreadFifo&) = delete;
+
+  const std::string& path() const { return path_; }
+  // Bytes written and not read so far.
+  int buffered_bytes() const;
+
+ private:
+  std::string path_;
+  int fd_ = -1;
 };
 
 // One sample of a Prometheus text exposition.

@@ -20,6 +20,7 @@
 
 #include "daemon/config/node.h"
 #include "daemon/plugin/registry.h"
+#include "tests/support/checkpoint_store_conformance.h"
 #include "tests/support/test_util.h"
 
 namespace cdcd {
@@ -57,8 +58,34 @@ class FileCheckpointStoreTest : public ::testing::Test {
 
   test::TempDir temp_;
   std::string dir_ = temp_.file("checkpoints");
-  FileCheckpointStore store_{dir_, nullptr};
+  // Owned apart so that a test can close it (releasing the directory's lock) before a restart.
+  std::unique_ptr<FileCheckpointStore> open_store_ =
+      std::make_unique<FileCheckpointStore>(dir_, nullptr);
+  FileCheckpointStore& store_ = *open_store_;
 };
+
+// The shared checkpoint store suite, on a fresh directory per test.
+class FileStoreHarness : public test::CheckpointStoreHarness {
+ public:
+  std::unique_ptr<CheckpointStore> make_store() override {
+    return std::make_unique<FileCheckpointStore>(dir_, nullptr);
+  }
+  // A crash between writing the temp file and renaming it over the checkpoint.
+  bool leave_an_interrupted_save(const std::string& consumer, const Checkpoint&) override {
+    test::write_file(dir_ + "/." + consumer + ".json.tmp.Xy12ab", "{\"consumer\": \"" + consumer);
+    return true;
+  }
+
+ private:
+  test::TempDir temp_;
+  std::string dir_ = temp_.file("checkpoints");
+};
+
+const bool kConformanceRegistered = [] {
+  test::register_checkpoint_store_conformance("FileCheckpointStoreConformance",
+                                              [] { return std::make_unique<FileStoreHarness>(); });
+  return true;
+}();
 
 TEST_F(FileCheckpointStoreTest, SaveThenLoadRoundTripsAndStampsTheSaveTime) {
   Checkpoint saved;
@@ -140,6 +167,7 @@ TEST_F(FileCheckpointStoreTest, LeftoverTempFilesAreIgnoredByLoadAndRemovedAtSta
   EXPECT_EQ((*loaded)->lsn, 41u);
   EXPECT_FALSE(store_.load("ghost")->has_value());
 
+  open_store_.reset();  // the previous daemon is gone: its lock with it
   FileCheckpointStore restarted(dir_, nullptr);
   ASSERT_TRUE(restarted.start().has_value());
   EXPECT_TRUE(temp_files(dir_).empty());
@@ -158,7 +186,12 @@ TEST_F(FileCheckpointStoreTest, UnsafeConsumerNamesAreRejected) {
     EXPECT_FALSE(store_.remove(name).has_value()) << name;
   }
   EXPECT_FALSE(fs::exists(temp_.file("escape.json")));
-  EXPECT_TRUE(fs::is_empty(dir_));
+  // Nothing but the store's own lock file.
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(dir_)) {
+    names.push_back(entry.path().filename().string());
+  }
+  EXPECT_EQ(names, std::vector<std::string>{".lock"});
   for (const std::string& name :
        std::vector<std::string>{"orders", "Orders-2", "a.b_c", std::string(200, 'x')}) {
     EXPECT_TRUE(store_.save(name, derived_checkpoint(1)).has_value()) << name;
@@ -273,6 +306,7 @@ TEST_F(FileCheckpointStoreTest, SurvivesSigkillAtAnyMoment) {
   RecordProperty("final_lsn", static_cast<int>(last));
   RecordProperty("kills_leaving_temp_files", kills_leaving_temp_files);
 
+  open_store_.reset();  // the previous daemon is gone: its lock with it
   FileCheckpointStore restarted(dir_, nullptr);
   ASSERT_TRUE(restarted.start().has_value());
   EXPECT_TRUE(temp_files(dir_).empty());
