@@ -74,7 +74,7 @@ class KafkaDaemonTest : public ::testing::Test {
   void append_changes(std::uint64_t from, std::uint64_t to) {
     std::string chunk;
     for (auto lsn = from; lsn <= to; ++lsn) chunk += change_line(lsn);
-    append_file(log_path_, chunk);
+    append_file(log_path_, chunk + commit_marker_line(to));
   }
 
   TempDir dir_;
