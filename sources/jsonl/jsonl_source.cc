@@ -157,7 +157,8 @@ struct JsonlSource::LogFile {
     if (fd >= 0) ::close(fd);
   }
 
-  // A regular file opened for reading; an error names it.
+  // A regular file opened for reading; an error names it, and is retryable only when the file
+  // does not exist (it may appear).
   static Result<LogFile> open(const std::string& name) {
     LogFile file;
     file.name = name;
