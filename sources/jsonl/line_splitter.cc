@@ -30,6 +30,7 @@ LineSplitter::LineSplitter(std::uint64_t max_line_bytes)
 void LineSplitter::reset(int fd, std::uint64_t offset) {
   fd_ = fd;
   base_offset_ = offset;
+  consumed_offset_ = offset;
   begin_ = scanned_ = end_ = 0;
   discarding_ = false;
   discarded_prefix_.clear();
@@ -62,6 +63,7 @@ std::optional<RawLine> LineSplitter::scan() {
 RawLine LineSplitter::take_line(std::size_t text_end, std::uint64_t end_offset) {
   RawLine line;
   line.end_offset = end_offset;
+  consumed_offset_ = end_offset;
   if (discarding_) {
     discarding_ = false;
     line.text = discarded_prefix_;

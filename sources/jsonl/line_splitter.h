@@ -42,6 +42,8 @@ class LineSplitter {
   bool has_partial() const;
   // File offset up to which the file has been read.
   std::uint64_t read_offset() const { return base_offset_ + end_; }
+  // File offset just after the last line returned: what follows was read but not consumed.
+  std::uint64_t consumed_offset() const { return consumed_offset_; }
   // Bytes of buffer held: one block normally, more only while a long line is being read.
   std::size_t buffer_capacity() const { return capacity_; }
 
@@ -61,6 +63,7 @@ class LineSplitter {
   std::size_t begin_ = 0;          // start of the first unconsumed line
   std::size_t scanned_ = 0;        // [begin_, scanned_) holds no '\n'
   std::size_t end_ = 0;            // end of the bytes read
+  std::uint64_t consumed_offset_ = 0;
   // Skipping an oversized line: its first bytes, kept for the report.
   bool discarding_ = false;
   std::string discarded_prefix_;

@@ -31,8 +31,9 @@ constexpr int kKills = 6;
 constexpr int kChunkChanges = 400;
 constexpr auto kChunkPeriod = 20ms;
 
-// Appends a change log to the followed file in chunks of whole transactions (one write each, as
-// the jsonl source requires of writers), at a steady pace, on its own thread.
+// Appends a change log to the followed file in chunks of whole transactions, each ending with a
+// commit marker so that its last transaction is checkpointed at once (one write each), at a steady
+// pace, on its own thread.
 class Appender {
  public:
   Appender(std::string path, const NativeFile& log, const std::string& text)
@@ -44,12 +45,15 @@ class Appender {
       const bool transaction_ends =
           i + 1 == log.changes.size() || log.changes[i + 1].lsn != log.changes[i].lsn;
       if (transaction_ends && changes >= kChunkChanges) {
-        chunks_.push_back(text.substr(begin, log.changes[i].end - begin));
+        chunks_.push_back(text.substr(begin, log.changes[i].end - begin) +
+                          commit_marker_line(log.changes[i].lsn));
         begin = log.changes[i].end;
         changes = 0;
       }
     }
-    if (begin < text.size()) chunks_.push_back(text.substr(begin));
+    if (begin < text.size()) {
+      chunks_.push_back(text.substr(begin) + commit_marker_line(log.changes.back().lsn));
+    }
   }
 
   ~Appender() { join(); }

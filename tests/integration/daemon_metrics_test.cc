@@ -117,7 +117,8 @@ class DaemonMetricsTest : public ::testing::Test {
     while (log_.changes[prefix_end_].lsn == log_.changes[prefix_end_ - 1].lsn) ++prefix_end_;
     prefix_lsn_ = log_.changes[prefix_end_ - 1].lsn;
     last_lsn_ = log_.changes.back().lsn;
-    write_file(log_path_, log_text_.substr(0, log_.changes[prefix_end_ - 1].end));
+    write_file(log_path_, log_text_.substr(0, log_.changes[prefix_end_ - 1].end) +
+                              commit_marker_line(prefix_lsn_));
 
     reader_ = std::make_unique<FifoReader>(fifo_path_);
     port_ = free_port();
@@ -182,7 +183,8 @@ log: {level: info}
   // gauges above 0.
   std::vector<MetricSample> stall_behind_a_backlog() {
     reader_->pause();
-    append_file(log_path_, log_text_.substr(log_.changes[prefix_end_ - 1].end));
+    append_file(log_path_, log_text_.substr(log_.changes[prefix_end_ - 1].end) +
+                               commit_marker_line(last_lsn_));
     std::vector<MetricSample> stalled;
     EXPECT_TRUE(wait_until(
         [&] {

@@ -74,6 +74,8 @@ class KafkaDaemonTest : public ::testing::Test {
   void append_changes(std::uint64_t from, std::uint64_t to) {
     std::string chunk;
     for (auto lsn = from; lsn <= to; ++lsn) chunk += change_line(lsn);
+    // The commit marker ends the chunk's last transaction at once (docs/sources/jsonl.md).
+    chunk += nlohmann::json{{"lsn", to}, {"commit", true}}.dump() + "\n";
     append_file(log_path_, chunk);
   }
 

@@ -86,6 +86,10 @@ std::string NativeChange::describe() const {
          " " + operation;
 }
 
+std::string commit_marker_line(std::uint64_t lsn) {
+  return R"({"lsn":)" + std::to_string(lsn) + R"(,"commit":true})" + "\n";
+}
+
 NativeFile read_native_file(const std::string& path) {
   NativeFile file;
   std::string data = read_file(path);

@@ -55,6 +55,10 @@ struct NativeFile {
 };
 
 NativeFile read_native_file(const std::string& path);
+
+// `{"lsn":N,"commit":true}` and its '\n': ends transaction N of a followed jsonl log at once (else
+// it ends when a greater lsn follows).
+std::string commit_marker_line(std::uint64_t lsn);
 std::uint64_t file_size(const std::string& path);
 
 // The JSON written by the file checkpoint store.

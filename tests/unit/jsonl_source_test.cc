@@ -3,11 +3,14 @@
 #include <cstdio>
 #include <functional>
 #include <limits>
+#include <random>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -64,6 +67,12 @@ std::string summary(const std::vector<SourceEvent>& events) {
   return text;
 }
 
+std::uint64_t inode_of(const std::string& path) {
+  struct stat info {};
+  EXPECT_EQ(::stat(path.c_str(), &info), 0) << path;
+  return info.st_ino;
+}
+
 template <typename T>
 std::vector<T> events_of(const std::vector<SourceEvent>& events) {
   std::vector<T> selected;
@@ -95,6 +104,7 @@ class JsonlSourceTest : public testing::Test {
     options.follow = follow;
     options.poll_interval = milliseconds(5);
     options.max_line_bytes = max_line_bytes;
+    options.rotated = rotated_;
     SourceContext context;
     context.name = "test";
     context.log = std::make_shared<spdlog::logger>(
@@ -145,6 +155,7 @@ class JsonlSourceTest : public testing::Test {
 
   test::TempDir dir_;
   std::string path_ = dir_.file("changes.jsonl");
+  std::string rotated_;  // empty: the default
   std::ostringstream log_;
   TestMetrics metrics_;
 };
@@ -311,7 +322,7 @@ TEST_F(JsonlSourceTest, FollowWaitsForTheFileToAppear) {
   ASSERT_TRUE(source->poll(out, Clock::now() + milliseconds(30)));
   EXPECT_TRUE(out.events.empty());
   test::write_file(path_, change_line(1) + "\n");
-  poll_until_summary(*source, out, "C1.0 T1");
+  poll_until_summary(*source, out, "C1.0");
   EXPECT_TRUE(source->connected());
 }
 
@@ -329,13 +340,156 @@ TEST_F(JsonlSourceTest, FollowWaitsForAPartialLine) {
   test::append_file(path_, second.substr(30) + "\n" + change_line(2).substr(0, 10));
   poll_until_summary(*source, out, "C1.0 C1.1");
   test::append_file(path_, change_line(2).substr(10) + "\n");
-  poll_until_summary(*source, out, "C1.0 C1.1 T1 C2.0 T2");
+  poll_until_summary(*source, out, "C1.0 C1.1 T1 C2.0");
+}
 
-  // A transaction closed at the end of the data may not be continued by a later append.
-  test::append_file(path_, change_line(2, 1) + "\n" + change_line(3) + "\n");
-  poll_until_summary(*source, out, "C1.0 C1.1 T1 C2.0 T2 B@changes.jsonl:4 C3.0 T3");
-  EXPECT_EQ(std::get<BadRecord>(out.events[5]).reason,
-            "lsn 2 is not greater than 2, the lsn of the previous transaction");
+// A writer may append a transaction in several writes: the end of the data does not end it, the
+// next greater lsn does.
+TEST_F(JsonlSourceTest, FollowEndsATransactionOnlyWhenAGreaterLsnArrives) {
+  test::write_file(path_, change_line(1) + "\n");
+  auto source = make(true);
+  ASSERT_TRUE(source->start({}));
+  CollectingEmitter out;
+  poll_until_summary(*source, out, "C1.0");
+  // The end of the data holds the transaction end back (a poll at the end, not a wait for it).
+  ASSERT_TRUE(source->poll(out, Clock::now() + milliseconds(30)));
+  EXPECT_EQ(summary(out.events), "C1.0");
+  test::append_file(path_, change_line(1, 1) + "\n");
+  poll_until_summary(*source, out, "C1.0 C1.1");
+  test::append_file(path_, change_line(1, 2) + "\n" + change_line(2));
+  poll_until_summary(*source, out, "C1.0 C1.1 C1.2");
+  test::append_file(path_, "\n" + change_line(3) + "\n");
+  poll_until_summary(*source, out, "C1.0 C1.1 C1.2 T1 C2.0 T2 C3.0");
+  auto ends = events_of<TransactionEnd>(out.events);
+  EXPECT_EQ(ends[0].offset, std::get<Change>(out.events[2]).offset);
+  // A lower lsn is still a bad record.
+  test::append_file(path_, change_line(2, 1) + "\n");
+  poll_until_summary(*source, out, "C1.0 C1.1 C1.2 T1 C2.0 T2 C3.0 B@changes.jsonl:6");
+  EXPECT_EQ(std::get<BadRecord>(out.events.back()).reason,
+            "lsn 2 is not greater than 3, the lsn of the previous transaction");
+}
+
+TEST_F(JsonlSourceTest, CommitMarkerEndsATransactionAtOnce) {
+  const std::string marker = R"({"lsn": 1, "commit": true})";
+  test::write_file(path_, change_line(1) + "\n" + change_line(1, 1) + "\n" + marker + "\n");
+  auto source = make(true);
+  ASSERT_TRUE(source->start({}));
+  CollectingEmitter out;
+  poll_until_summary(*source, out, "C1.0 C1.1 T1");
+  // The checkpoint lies after the marker, so that a restart does not read it again.
+  EXPECT_EQ(std::get<TransactionEnd>(out.events[2]).offset, test::read_file(path_).size());
+  // The transaction is over: its lsn may not come again. A marker of a transaction without
+  // changes moves the lsn on; a repeated marker is harmless.
+  test::append_file(path_, change_line(1, 2) + "\n" + R"({"commit":true,"lsn":2})" + "\n" +
+                               R"({"lsn":2,"commit":true})" + "\n" + change_line(3) + "\n" +
+                               R"({"lsn":3,"commit":true})" + "\n");
+  poll_until_summary(*source, out, "C1.0 C1.1 T1 B@changes.jsonl:4 C3.0 T3");
+  EXPECT_EQ(std::get<BadRecord>(out.events[3]).reason,
+            "lsn 1 is not greater than 1, the lsn of the previous transaction");
+  // Only the exact form is a marker: anything more is a bad change, never silently dropped.
+  test::append_file(path_, R"({"lsn":4,"commit":true,"entity":"t"})" + std::string("\n") +
+                               R"({"lsn":4,"commit":false})" + "\n" + R"({"lsn":2,"commit":true})" +
+                               "\n");
+  poll_until_summary(*source, out,
+                     "C1.0 C1.1 T1 B@changes.jsonl:4 C3.0 T3 B@changes.jsonl:9 B@changes.jsonl:10 "
+                     "B@changes.jsonl:11");
+  EXPECT_EQ(std::get<BadRecord>(out.events.back()).reason, "commit marker for lsn 2 after lsn 3");
+}
+
+TEST_F(JsonlSourceTest, ResumesAfterACommitMarker) {
+  std::string content =
+      change_line(1) + "\n" + R"({"lsn": 1, "commit": true})" + "\n" + change_line(2) + "\n";
+  auto first_run = replay(content);
+  ASSERT_EQ(summary(first_run), "C1.0 T1 C2.0 T2");
+  StartPosition from;
+  from.first_lsn = 2;
+  from.has_resume = true;
+  from.resume.lsn = 1;
+  from.resume.offset = std::get<TransactionEnd>(first_run[1]).offset;
+  from.resume.segment = std::get<TransactionEnd>(first_run[1]).segment;
+  EXPECT_EQ(summary(replay(content, from)), "C2.0 T2");
+  EXPECT_EQ(log_.str().find("no longer matches"), std::string::npos) << log_.str();
+}
+
+// A realistic writer: chunks of 600 lines that split transactions, each landing in pieces.
+TEST_F(JsonlSourceTest, FollowsAWriterAppendingChunksInPieces) {
+  constexpr int kChunks = 20;
+  constexpr int kLinesPerChunk = 600;
+  std::mt19937 random(20251121);
+  std::string log;
+  std::string expected;
+  std::uint64_t lsn = 1;
+  int lines = 0;
+  while (lines < kChunks * kLinesPerChunk) {
+    const int size = 1 + static_cast<int>(random() % 5);
+    for (int seq = 0; seq < size; ++seq) {
+      log += change_line(lsn, seq) + "\n";
+      expected += fmt::format("C{}.{} ", lsn, seq);
+      ++lines;
+    }
+    expected += fmt::format("T{} ", lsn);
+    ++lsn;
+  }
+  log += fmt::format(R"({{"lsn":{},"commit":true}})", lsn - 1) + "\n";
+  expected.pop_back();
+
+  test::write_file(path_, "");
+  auto source = make(true);
+  ASSERT_TRUE(source->start({}));
+  std::thread writer([&] {
+    std::mt19937 pieces(7);
+    std::size_t at = 0;
+    for (int chunk = 0; chunk < kChunks; ++chunk) {
+      std::size_t end = at;
+      for (int line = 0; line < kLinesPerChunk; ++line) end = log.find('\n', end) + 1;
+      if (chunk + 1 == kChunks) end = log.size();
+      // A chunk lands in three writes split anywhere, even inside a line.
+      std::size_t first = at + pieces() % (end - at);
+      std::size_t second = first + pieces() % (end - first);
+      for (auto [from, to] : {std::pair{at, first}, {first, second}, {second, end}}) {
+        test::append_file(path_, log.substr(from, to - from));
+        std::this_thread::sleep_for(milliseconds(1));  // pacing: lets the reader catch up
+      }
+      at = end;
+    }
+  });
+  CollectingEmitter out;
+  bool complete = poll_until(
+      *source, out,
+      [&] {
+        return !out.events.empty() && std::holds_alternative<TransactionEnd>(out.events.back()) &&
+               std::get<TransactionEnd>(out.events.back()).lsn == lsn - 1;
+      },
+      milliseconds(60000));
+  writer.join();
+  EXPECT_TRUE(complete);
+  EXPECT_TRUE(events_of<BadRecord>(out.events).empty())
+      << std::get<BadRecord>(events_of<BadRecord>(out.events).empty()
+                                 ? SourceEvent(BadRecord{})
+                                 : SourceEvent(events_of<BadRecord>(out.events)[0]))
+             .reason;
+  EXPECT_TRUE(summary(out.events) == expected) << "events differ from the log";
+}
+
+// A cdcd file sink removes a partial last line left by a crash before writing again: a follower
+// has not consumed that line, so the shrink is not a truncation.
+TEST_F(JsonlSourceTest, FollowTakesARemovedPartialLineForNoTruncation) {
+  const std::string complete = change_line(1) + "\n" + change_line(2) + "\n";
+  test::write_file(path_, complete + change_line(3).substr(0, 25));
+  auto source = make(true);
+  ASSERT_TRUE(source->start({}));
+  CollectingEmitter out;
+  poll_until_summary(*source, out, "C1.0 T1 C2.0");
+  ASSERT_EQ(::truncate(path_.c_str(), static_cast<off_t>(complete.size())), 0);
+  ASSERT_TRUE(source->poll(out, Clock::now() + milliseconds(50)));  // reaches the shrunk end
+  test::append_file(path_, change_line(3) + "\n" + change_line(4) + "\n");
+  poll_until_summary(*source, out, "C1.0 T1 C2.0 T2 C3.0 T3 C4.0");
+  EXPECT_EQ(log_.str().find("truncated"), std::string::npos) << log_.str();
+
+  // Shorter than what was consumed: a real truncation.
+  ASSERT_EQ(::truncate(path_.c_str(), 10), 0);
+  ASSERT_TRUE(source->poll(out, Clock::now() + milliseconds(50)));
+  EXPECT_NE(log_.str().find(path_ + " was truncated"), std::string::npos) << log_.str();
 }
 
 TEST_F(JsonlSourceTest, FollowRereadsATruncatedFile) {
@@ -343,9 +497,9 @@ TEST_F(JsonlSourceTest, FollowRereadsATruncatedFile) {
   auto source = make(true);
   ASSERT_TRUE(source->start({}));
   CollectingEmitter out;
-  poll_until_summary(*source, out, "C1.0 T1 C2.0 T2 C3.0 T3");
+  poll_until_summary(*source, out, "C1.0 T1 C2.0 T2 C3.0");
   test::write_file(path_, change_line(10) + "\n");  // same file, truncated then rewritten
-  poll_until_summary(*source, out, "C1.0 T1 C2.0 T2 C3.0 T3 C10.0 T10");
+  poll_until_summary(*source, out, "C1.0 T1 C2.0 T2 C3.0 T3 C10.0");
   EXPECT_EQ(std::get<Change>(out.events[6]).offset, change_line(10).size() + 1);
   EXPECT_NE(log_.str().find(path_ + " was truncated"), std::string::npos) << log_.str();
 }
@@ -355,14 +509,34 @@ TEST_F(JsonlSourceTest, FollowFinishesARotatedFileThenReadsTheNewOne) {
   auto source = make(true);
   ASSERT_TRUE(source->start({}));
   CollectingEmitter out;
-  poll_until_summary(*source, out, "C1.0 T1");
+  poll_until_summary(*source, out, "C1.0");
   // The writer's last append to the old file, without a newline, then the rotation.
   test::append_file(path_, change_line(2));
   ASSERT_EQ(std::rename(path_.c_str(), (path_ + ".1").c_str()), 0);
   test::write_file(path_, change_line(3) + "\n" + change_line(4) + "\n");
-  poll_until_summary(*source, out, "C1.0 T1 C2.0 T2 C3.0 T3 C4.0 T4");
+  poll_until_summary(*source, out, "C1.0 T1 C2.0 T2 C3.0 T3 C4.0");
   EXPECT_EQ(std::get<Change>(out.events[4]).offset, change_line(3).size() + 1);
   EXPECT_NE(log_.str().find(path_ + " was replaced"), std::string::npos) << log_.str();
+  auto ends = events_of<TransactionEnd>(out.events);
+  EXPECT_EQ(ends[1].segment, inode_of(path_ + ".1"));
+  EXPECT_EQ(ends[2].segment, inode_of(path_));
+}
+
+// Two rotations between two looks at the file: the middle file is found by its lsns.
+TEST_F(JsonlSourceTest, FollowReadsEveryFileOfSeveralRotations) {
+  test::write_file(path_, change_line(1) + "\n");
+  auto source = make(true);
+  ASSERT_TRUE(source->start({}));
+  CollectingEmitter out;
+  poll_until_summary(*source, out, "C1.0");
+  test::append_file(path_, change_line(2) + "\n");
+  ASSERT_EQ(std::rename(path_.c_str(), (path_ + ".1").c_str()), 0);
+  test::write_file(path_, change_line(3) + "\n");
+  ASSERT_EQ(std::rename((path_ + ".1").c_str(), (path_ + ".2").c_str()), 0);
+  ASSERT_EQ(std::rename(path_.c_str(), (path_ + ".1").c_str()), 0);
+  test::write_file(path_, change_line(4) + "\n" + change_line(5) + "\n");
+  test::write_file(path_ + ".3.gz", std::string("\x1f\x8b\x08\n\x01\x02\n", 7));
+  poll_until_summary(*source, out, "C1.0 T1 C2.0 T2 C3.0 T3 C4.0 T4 C5.0");
 }
 
 TEST_F(JsonlSourceTest, BackpressureStopsEmittingAtOnce) {
@@ -403,7 +577,7 @@ TEST_F(JsonlSourceTest, PollReturnsByItsDeadlineInFollowMode) {
   auto elapsed = Clock::now() - before;
   EXPECT_GE(elapsed, milliseconds(100));
   EXPECT_LT(elapsed, milliseconds(5000));
-  EXPECT_EQ(summary(out.events), "C1.0 T1");
+  EXPECT_EQ(summary(out.events), "C1.0");
 }
 
 TEST_F(JsonlSourceTest, StartAtLsnSkipsEarlierChangesAndTheirBadRecords) {
@@ -485,6 +659,34 @@ TEST_F(JsonlSourceTest, FallsBackToAScanWhenTheOffsetNoLongerMatches) {
   }
 }
 
+// Scanning for the start, a bad record may be skipped only when a good one below the start follows
+// it: later ones may belong to the wanted range.
+TEST_F(JsonlSourceTest, ScanReportsBadRecordsAfterTheLastChangeBelowTheStart) {
+  std::string oversized = R"({"lsn": 4, "pad": ")" + std::string(3000, 'x') + "\"}";
+  std::string content = change_line(1) + "\nbroken\n" + change_line(2) + "\nnot json\n" +
+                        oversized + "\n" + change_line(5) + "\n";
+  StartPosition from;
+  from.first_lsn = 4;  // start: {lsn: 4}
+  auto events = replay(content, from, 2048);
+  EXPECT_EQ(summary(events), "B@changes.jsonl:4 B@changes.jsonl:5 C5.0 T5");
+  // Placed at the start, so that the consumer starting there takes them.
+  for (const auto& bad : events_of<BadRecord>(events)) EXPECT_EQ(bad.last_lsn, 3u);
+
+  // The same at the end of the file, with no change after them.
+  events = replay(change_line(1) + "\nbroken\n", from);
+  EXPECT_EQ(summary(events), "B@changes.jsonl:2");
+
+  // A checkpoint whose offset no longer matches: what follows its lsn is reported.
+  from.first_lsn = 3;
+  from.has_resume = true;
+  from.resume.lsn = 2;
+  from.resume.offset = 5;
+  events =
+      replay(change_line(1) + "\n" + change_line(2) + "\n{oops\n" + change_line(3) + "\n", from);
+  ASSERT_EQ(summary(events), "B@changes.jsonl:3 C3.0 T3");
+  EXPECT_EQ(events_of<BadRecord>(events)[0].last_lsn, 2u);
+}
+
 TEST_F(JsonlSourceTest, BadRecordAfterAResumeNamesItsAbsoluteLine) {
   std::string content =
       change_line(1) + "\n\n" + change_line(2) + "\n" + "{\n" + change_line(3) + "\n";
@@ -495,6 +697,141 @@ TEST_F(JsonlSourceTest, BadRecordAfterAResumeNamesItsAbsoluteLine) {
   from.resume.offset = change_line(1).size() + 1;
   auto events = replay(content, from);
   EXPECT_EQ(summary(events), "C2.0 B@changes.jsonl:4 T2 C3.0 T3");
+}
+
+std::string lines_for(std::uint64_t first, std::uint64_t last) {
+  std::string text;
+  for (auto lsn = first; lsn <= last; ++lsn) text += change_line(lsn) + "\n";
+  return text;
+}
+
+std::string changes_and_ends(std::uint64_t first, std::uint64_t last) {
+  std::string text;
+  for (auto lsn = first; lsn <= last; ++lsn) text += fmt::format(" C{}.0 T{}", lsn, lsn);
+  return text.substr(1);
+}
+
+// The checkpoint of transaction `lsn` in the first run over `content`.
+StartPosition checkpoint_at(const std::vector<SourceEvent>& first_run, std::uint64_t lsn) {
+  StartPosition from;
+  for (const auto& end : events_of<TransactionEnd>(first_run)) {
+    if (end.lsn != lsn) continue;
+    from.first_lsn = lsn + 1;
+    from.has_resume = true;
+    from.resume.lsn = lsn;
+    from.resume.offset = end.offset;
+    from.resume.segment = end.segment;
+  }
+  EXPECT_TRUE(from.has_resume);
+  return from;
+}
+
+TEST_F(JsonlSourceTest, TransactionEndsNameTheirFile) {
+  auto events = replay(lines_for(1, 2));
+  for (const auto& end : events_of<TransactionEnd>(events)) EXPECT_EQ(end.segment, inode_of(path_));
+}
+
+// Rotated while stopped, with changes after the checkpoint still in the old file.
+TEST_F(JsonlSourceTest, RestartFinishesTheRotatedFileFirst) {
+  const StartPosition from = checkpoint_at(replay(lines_for(1, 6)), 3);
+  ASSERT_EQ(std::rename(path_.c_str(), (path_ + ".1").c_str()), 0);
+  test::write_file(path_, lines_for(7, 8));
+  for (bool follow : {false, true}) {
+    SCOPED_TRACE(follow ? "follow" : "replay");
+    auto source = make(follow);
+    ASSERT_TRUE(source->start(from));
+    CollectingEmitter out;
+    if (follow) {
+      poll_until_summary(*source, out, changes_and_ends(4, 7) + " C8.0");
+    } else {
+      drain(*source, out);
+      EXPECT_EQ(summary(out.events), changes_and_ends(4, 8));
+    }
+    auto ends = events_of<TransactionEnd>(out.events);
+    EXPECT_EQ(ends[2].segment, inode_of(path_ + ".1"));
+    EXPECT_EQ(ends[3].segment, inode_of(path_));
+    EXPECT_NE(log_.str().find(path_ + ".1"), std::string::npos) << log_.str();
+  }
+}
+
+// Rotated three times while stopped: the files after the checkpoint are read in lsn order; older
+// ones and files that are no change logs are left alone.
+TEST_F(JsonlSourceTest, RestartReadsEveryRotatedFileAfterTheCheckpointInLsnOrder) {
+  test::write_file(path_ + ".3", lines_for(1, 2));
+  const StartPosition from = checkpoint_at(replay(lines_for(3, 5)), 4);
+  ASSERT_EQ(std::rename(path_.c_str(), (path_ + ".2").c_str()), 0);
+  test::write_file(path_ + ".1", lines_for(6, 7));
+  test::write_file(path_ + ".0.gz", std::string("\x1f\x8b\x08\0\n\x02", 6));
+  test::write_file(path_, lines_for(8, 9));
+  auto source = make(false);
+  ASSERT_TRUE(source->start(from));
+  CollectingEmitter out;
+  drain(*source, out);
+  EXPECT_EQ(summary(out.events), changes_and_ends(5, 9));
+}
+
+// logrotate's copytruncate: the checkpointed file was copied, then emptied and written again.
+TEST_F(JsonlSourceTest, RestartAfterCopytruncateResumesInTheCopy) {
+  const StartPosition from = checkpoint_at(replay(lines_for(1, 6)), 3);
+  test::write_file(path_ + ".1", test::read_file(path_));
+  test::write_file(path_, lines_for(7, 8));
+  auto source = make(false);
+  ASSERT_TRUE(source->start(from));
+  CollectingEmitter out;
+  drain(*source, out);
+  EXPECT_EQ(summary(out.events), changes_and_ends(4, 8));
+}
+
+// The rotated file is gone: nothing is delivered past the gap, and the error names it.
+TEST_F(JsonlSourceTest, RestartWithoutTheRotatedFileStopsNamingTheMissingRange) {
+  const StartPosition from = checkpoint_at(replay(lines_for(1, 6)), 3);
+  ASSERT_EQ(std::rename(path_.c_str(), dir_.file("archived.jsonl").c_str()), 0);
+  test::write_file(path_, lines_for(7, 8));
+  for (bool follow : {false, true}) {
+    SCOPED_TRACE(follow ? "follow" : "replay");
+    auto source = make(follow);
+    CollectingEmitter out;
+    auto started = source->start(from);
+    Result<PollOutcome> outcome = PollOutcome::kMore;
+    for (int i = 0; i < 100 && started && outcome && *outcome == PollOutcome::kMore; ++i) {
+      outcome = source->poll(out, Clock::now() + milliseconds(20));
+    }
+    const auto& error = started ? outcome.error() : started.error();
+    ASSERT_FALSE(started && outcome) << summary(out.events);
+    EXPECT_FALSE(error.retryable);
+    EXPECT_NE(error.message.find("lsn 4 to 6"), std::string::npos) << error.message;
+    EXPECT_NE(error.message.find(path_ + ".*"), std::string::npos) << error.message;
+    EXPECT_EQ(summary(out.events), "");
+  }
+}
+
+// A file found under the checkpointed inode but without the checkpointed lsn at the offset is not
+// the checkpointed file (inodes are reused).
+TEST_F(JsonlSourceTest, RestartDoesNotTakeAReusedInodeForTheRotatedFile) {
+  StartPosition from = checkpoint_at(replay(lines_for(1, 6)), 3);
+  test::write_file(path_ + ".1", lines_for(20, 26));
+  from.resume.segment = inode_of(path_ + ".1");
+  test::write_file(path_, lines_for(30, 31));
+  auto source = make(false);
+  ASSERT_TRUE(source->start(from));
+  CollectingEmitter out;
+  auto outcome = source->poll(out, Clock::now() + milliseconds(1000));
+  ASSERT_FALSE(outcome) << summary(out.events);
+  EXPECT_NE(outcome.error().message.find("lsn 4 to 19"), std::string::npos)
+      << outcome.error().message;
+}
+
+TEST_F(JsonlSourceTest, RotatedOptionNamesWhereRotatedFilesAre) {
+  const StartPosition from = checkpoint_at(replay(lines_for(1, 6)), 3);
+  ASSERT_EQ(::mkdir(dir_.file("old").c_str(), 0755), 0);
+  ASSERT_EQ(std::rename(path_.c_str(), dir_.file("old/changes-1.jsonl").c_str()), 0);
+  test::write_file(path_, lines_for(7, 8));
+  rotated_ = dir_.file("old/changes-*.jsonl");
+  auto source = make(false);
+  ASSERT_TRUE(source->start(from));
+  CollectingEmitter out;
+  drain(*source, out);
+  EXPECT_EQ(summary(out.events), changes_and_ends(4, 8));
 }
 
 TEST(LineSplitter, ReturnsToOneBlockAfterALongLine) {
@@ -546,15 +883,17 @@ class JsonlFactoryTest : public testing::Test {
 
 TEST_F(JsonlFactoryTest, AcceptsEveryOption) {
   auto source = build(
-      "{type: jsonl, path: x.jsonl, follow: true, poll_interval: 250ms, max_line_bytes: 1MiB}");
+      "{type: jsonl, path: x.jsonl, follow: true, poll_interval: 250ms, max_line_bytes: 1MiB, "
+      "rotated: \"old/x-*.jsonl\"}");
   EXPECT_NE(source, nullptr) << diagnostics_.to_string();
   EXPECT_TRUE(diagnostics_.empty()) << diagnostics_.to_string();
   EXPECT_FALSE(source->connected());  // no I/O before start()
 }
 
 TEST_F(JsonlFactoryTest, ReportsEveryProblem) {
-  auto source =
-      build("{type: jsonl, follow: maybe, poll_interval: 0s, max_line_bytes: 10, pathh: x}");
+  auto source = build(
+      "{type: jsonl, follow: maybe, poll_interval: 0s, max_line_bytes: 10, pathh: x, "
+      "rotated: \"\"}");
   EXPECT_EQ(source, nullptr);
   std::string errors = diagnostics_.to_string();
   EXPECT_NE(errors.find("path"), std::string::npos) << errors;
@@ -563,7 +902,8 @@ TEST_F(JsonlFactoryTest, ReportsEveryProblem) {
   EXPECT_NE(errors.find("max_line_bytes: must be between 1KiB and 1GiB"), std::string::npos)
       << errors;
   EXPECT_NE(errors.find("pathh"), std::string::npos) << errors;
-  EXPECT_GE(diagnostics_.items().size(), 5u) << errors;
+  EXPECT_NE(errors.find("rotated: must not be empty"), std::string::npos) << errors;
+  EXPECT_GE(diagnostics_.items().size(), 6u) << errors;
 }
 
 }  // namespace
