@@ -36,10 +36,15 @@ Status FileSink::start() {
   if (!parent.empty()) std::filesystem::create_directories(parent, error);
   if (error) return fail("creating directory " + parent.string() + ": " + error.message());
   std::lock_guard lock(mutex_);
+  if (stopping_) return fail("file sink " + context_.name + " is stopped");
   fd_ = ::open(options_.path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd_ < 0) return fail(errno_text("opening", options_.path));
   last_sync_ = std::chrono::steady_clock::now();
-  return drop_partial_last_line();
+  if (auto trimmed = drop_partial_last_line(); !trimmed) return trimmed;
+  if (options_.fsync == FsyncPolicy::kInterval) {
+    syncer_ = std::thread([this] { sync_periodically(); });
+  }
+  return ok();
 }
 
 Status FileSink::drop_partial_last_line() {
@@ -79,66 +84,122 @@ Status FileSink::write_once(const std::string& data, std::size_t& done) {
     }
     done += static_cast<std::size_t>(n);
   }
-  dirty_ = true;
   return ok();
 }
 
+// A failed fsync is not retried: Linux may have dropped the dirty pages it could not write and
+// marked them clean, so a second fsync can "succeed" without the data ever reaching the disk. The
+// sink fails for good instead, naming the changes that may be missing.
 Status FileSink::sync_locked() {
+  if (failure_) return tl::unexpected(*failure_);
   if (!dirty_) return ok();
-  if (::fdatasync(fd_) != 0) return fail_retryable(errno_text("fsync of", options_.path));
+  if (options_.sync_file(fd_) != 0) {
+    failure_ = Error{errno_text("fsync of", options_.path) + "; the changes at lsn " +
+                         std::to_string(first_unsynced_lsn_) + " to " +
+                         std::to_string(last_unsynced_lsn_) +
+                         " written since the last successful sync may not be on disk: check the "
+                         "disk, then restart cdcd from a checkpoint before lsn " +
+                         std::to_string(first_unsynced_lsn_),
+                     false};
+    failed_ = true;
+    context_.metrics.errors->Increment();
+    context_.log->error("file sink {}: {}", context_.name, failure_->message);
+    return tl::unexpected(*failure_);
+  }
   dirty_ = false;
   last_sync_ = std::chrono::steady_clock::now();
   return ok();
 }
 
+bool FileSink::interval_elapsed_locked() const {
+  return std::chrono::steady_clock::now() - last_sync_ >= options_.fsync_interval;
+}
+
+bool FileSink::sleep_unless_stopping(std::chrono::milliseconds wait) {
+  std::unique_lock lock(wake_mutex_);
+  return wake_.wait_for(lock, wait, [this] { return stopping_.load(); });
+}
+
+void FileSink::sync_periodically() {
+  while (!sleep_unless_stopping(options_.fsync_interval)) {
+    std::lock_guard lock(mutex_);
+    if (fd_ >= 0) (void)sync_locked();
+  }
+}
+
 void FileSink::write(BatchPtr batch, AckFn ack) {
+  PendingWrites::Guard pending(pending_);
   std::string lines;
   encode_batch_lines(options_.format, *batch, lines);
   std::lock_guard lock(mutex_);
-  if (fd_ < 0) {
-    ack(DeliveryReport{Error{"file sink " + context_.name + " is not open", false}, {}});
-    return;
+  if (failure_) return ack(DeliveryReport{*failure_, {}});
+  if (fd_ < 0 || stopping_) {
+    return ack(DeliveryReport{Error{"file sink " + context_.name + " is not running", false}, {}});
   }
   std::size_t done = 0;
   Backoff backoff(std::chrono::milliseconds(50), std::chrono::seconds(5));
   while (true) {
     Status written = write_once(lines, done);
-    if (written && (options_.fsync == FsyncPolicy::kAlways ||
-                    (options_.fsync == FsyncPolicy::kInterval &&
-                     std::chrono::steady_clock::now() - last_sync_ >= options_.fsync_interval))) {
-      written = sync_locked();
-    }
     if (written) break;
     context_.metrics.errors->Increment();
-    if (stopping_) {
-      ack(DeliveryReport{written.error(), {}});
-      return;
-    }
     retrying_ = true;
     auto wait = backoff.next();
     context_.log->warn("{}; retrying in {} ms", written.error().message, wait.count());
+    if (sleep_unless_stopping(wait)) {
+      retrying_ = false;
+      return ack(DeliveryReport{written.error(), {}});
+    }
     context_.metrics.retries->Increment();
-    std::this_thread::sleep_for(wait);
   }
   retrying_ = false;
+  if (!batch->changes.empty()) {
+    if (!dirty_) first_unsynced_lsn_ = batch->changes.front().lsn;
+    last_unsynced_lsn_ = batch->changes.back().lsn;
+  }
+  dirty_ = true;
+  if (options_.fsync == FsyncPolicy::kAlways ||
+      (options_.fsync == FsyncPolicy::kInterval && interval_elapsed_locked())) {
+    if (auto synced = sync_locked(); !synced) return ack(DeliveryReport{synced.error(), {}});
+  }
   ack(DeliveryReport{});
 }
 
-Status FileSink::flush(Deadline) {
-  std::lock_guard lock(mutex_);
+Status FileSink::flush(Deadline deadline) {
+  if (!pending_.wait_idle(deadline)) {
+    return fail_retryable("file sink " + context_.name + ": a write to " + options_.path +
+                          " is still being retried");
+  }
+  std::unique_lock lock(mutex_, deadline);
+  if (!lock.owns_lock()) {
+    return fail_retryable("file sink " + context_.name + ": a write to " + options_.path +
+                          " is still being retried");
+  }
+  if (failure_) return tl::unexpected(*failure_);
   if (fd_ < 0 || options_.fsync == FsyncPolicy::kNever) return ok();
   return sync_locked();
 }
 
 void FileSink::stop() {
-  stopping_ = true;
-  std::lock_guard lock(mutex_);
-  if (fd_ < 0) return;
-  if (options_.fsync != FsyncPolicy::kNever) {
-    if (auto synced = sync_locked(); !synced) context_.log->error("{}", synced.error().message);
+  std::call_once(stop_once_, [this] { shutdown(); });
+}
+
+void FileSink::shutdown() {
+  {
+    std::lock_guard lock(wake_mutex_);
+    stopping_ = true;
   }
-  ::close(fd_);
-  fd_ = -1;
+  wake_.notify_all();
+  if (syncer_.joinable()) syncer_.join();
+  {
+    std::lock_guard lock(mutex_);
+    if (fd_ >= 0) {
+      if (options_.fsync != FsyncPolicy::kNever) (void)sync_locked();
+      ::close(fd_);
+      fd_ = -1;
+    }
+  }
+  // Writers that were waiting for the lock acknowledge with a failure now.
+  pending_.wait_idle();
 }
 
 void register_sink_file(PluginRegistry& registry) {

@@ -57,8 +57,8 @@ std::int64_t now_us() {
 struct KafkaSink::PendingBatch {
   PendingBatch(BatchPtr b, AckFn a)
       : batch(std::move(b)), ack(std::move(a)), written_at(std::chrono::steady_clock::now()) {
-    // One message per change plus a tombstone per delete, at most: never reallocated, because
-    // librdkafka holds pointers into it.
+    // One message per change plus a tombstone per delete or key-changing update, at most: never
+    // reallocated, because librdkafka holds pointers into it.
     refs.reserve(batch->changes.size() * 2);
   }
 
@@ -244,22 +244,30 @@ Status KafkaSink::create_topic(const std::string& topic) {
 // ---- writing ----------------------------------------------------------------------------------
 
 void KafkaSink::write(BatchPtr batch, AckFn ack) {
+  // Checked before the lock too: writers arriving while stop() waits for the lock must not keep
+  // taking it.
+  if (stopping_) return fail_at_once(ack);
+  // A batch lives in live_ only while write() holds the lock shared, or while messages of it await
+  // their delivery reports: shutdown(), holding it exclusively, may then complete and free every
+  // batch left in live_ without pulling one out from under a writer.
+  std::shared_lock lock(producer_mutex_);
+  if (producer_ == nullptr || stopping_) return fail_at_once(ack);
   auto* pending = new PendingBatch(std::move(batch), std::move(ack));
   {
-    std::lock_guard lock(live_mutex_);
+    std::lock_guard live_lock(live_mutex_);
     live_.insert(pending);
   }
-  {
-    std::shared_lock lock(producer_mutex_);
-    if (producer_ == nullptr || stopping_) {
-      pending->fail(fmt::format("kafka sink '{}' is not running", context_.name));
-    } else if (fatal_) {
-      pending->fail(fatal_error_text());
-    } else {
-      produce_batch(*pending);
-    }
+  if (fatal_) {
+    pending->fail(fatal_error_text());
+  } else {
+    produce_batch(*pending);
   }
   release(*pending);
+}
+
+void KafkaSink::fail_at_once(const AckFn& ack) const {
+  ack(DeliveryReport{Error{fmt::format("kafka sink '{}' is not running", context_.name), false},
+                     {}});
 }
 
 void KafkaSink::produce_batch(PendingBatch& pending) {
@@ -268,7 +276,7 @@ void KafkaSink::produce_batch(PendingBatch& pending) {
   pending.timestamp_ms = encode_context.processed_at_us / 1000;
   const bool constant_topic = config_.topic.is_constant();
   std::string topic_name = constant_topic ? config_.topic.text() : std::string();
-  std::string rendered_key, value;
+  std::string rendered_key, rendered_old_key, value;
   TopicHandle* topic = nullptr;
   for (std::uint32_t index = 0; index < batch.changes.size(); ++index) {
     const Change& change = batch.changes[index];
@@ -304,8 +312,30 @@ void KafkaSink::produce_batch(PendingBatch& pending) {
       }
       key = rendered_key;
     }
+    // An update that changed the key: a tombstone for the old key goes first, as Debezium sends
+    // it, so that log compaction drops the row under the key it no longer has.
+    const bool tombstone_old_key =
+        config_.tombstones && change.operation == Operation::kUpdate && !change.old_key.empty();
+    std::string_view old_key = change.old_key;
+    if (tombstone_old_key && config_.key) {
+      rendered_old_key.clear();
+      if (auto rendered = config_.key->render_with_key(change, batch.source_name, change.old_key,
+                                                       rendered_old_key);
+          !rendered) {
+        pending.reject(index, fmt::format("kafka sink '{}': cannot build the old key of the "
+                                          "change at lsn {}: {}",
+                                          context_.name, change.lsn, rendered.error().message));
+        continue;
+      }
+      old_key = rendered_old_key;
+    }
     value.clear();
     encode_change(config_.format, change, encode_context, value);
+    if (tombstone_old_key) {
+      Produced produced = produce(pending, *topic, index, old_key, nullptr);
+      if (produced == Produced::kFailed) return;
+      if (produced == Produced::kRejected) continue;
+    }
     Produced produced = produce(pending, *topic, index, key, &value);
     if (produced == Produced::kFailed) return;
     // A rejected delete is dead-lettered or stops the consumer: its tombstone must not go out.
@@ -596,8 +626,11 @@ std::string KafkaSink::describe_failure(const std::string& topic, const Change& 
   return fmt::format(
       "kafka sink '{}': topic '{}': {} the change at lsn {} ({}, seq {}) failed: "
       "{} ({}){}{}",
-      context_.name, topic, tombstone ? "the tombstone after" : "delivery of", change.lsn,
-      change.entity, change.seq, rd_kafka_err2str(err), rd_kafka_err2name(err),
+      context_.name, topic,
+      !tombstone                               ? "delivery of"
+      : change.operation == Operation::kDelete ? "the tombstone after"
+                                               : "the old key's tombstone before",
+      change.lsn, change.entity, change.seq, rd_kafka_err2str(err), rd_kafka_err2name(err),
       detail.empty() ? "" : "; ", detail);
 }
 

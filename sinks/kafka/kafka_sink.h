@@ -32,7 +32,8 @@ namespace kafka {
 // Threads: write() runs on the consumers' threads; a poller thread owned by the sink serves
 // librdkafka's callbacks (delivery reports, errors, statistics), so acknowledgements fire on it.
 // A batch is acknowledged when the last of its messages (tombstones included) has its delivery
-// report: each message's opaque points at its batch's outstanding count.
+// report: each message's opaque points at its batch's outstanding count. An update that changed the
+// key is preceded by a tombstone for the old key (with `tombstones` on).
 class KafkaSink final : public Sink {
  public:
   KafkaSink(KafkaSinkConfig config, SinkContext context);
@@ -75,6 +76,8 @@ class KafkaSink final : public Sink {
   Result<TopicHandle*> topic_handle(const std::string& topic);
   Status create_topic(const std::string& topic);
 
+  // Acknowledges a write() that comes after (or during) stop() with a failure.
+  void fail_at_once(const AckFn& ack) const;
   void produce_batch(PendingBatch& pending);
   Produced produce(PendingBatch& pending, TopicHandle& topic, std::uint32_t index,
                    std::string_view key, const std::string* value);

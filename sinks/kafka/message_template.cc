@@ -54,8 +54,8 @@ Result<MessageTemplate> MessageTemplate::parse(std::string_view text, bool allow
   return result;
 }
 
-Status MessageTemplate::render(const Change& change, std::string_view source,
-                               std::string& out) const {
+Status MessageTemplate::render_with_key(const Change& change, std::string_view source,
+                                        std::string_view key, std::string& out) const {
   auto dot = change.entity.rfind('.');
   std::string_view entity = change.entity;
   for (const auto& segment : segments_) {
@@ -79,20 +79,23 @@ Status MessageTemplate::render(const Change& change, std::string_view source,
         out += to_string(change.operation);
         break;
       case Part::kKeyField:
-        if (auto status = render_key_field(change, segment.text, out); !status) return status;
+        if (auto status = render_key_field(key, segment.text, out); !status) return status;
         break;
     }
   }
   return ok();
 }
 
-Status MessageTemplate::render_key_field(const Change& change, const std::string& field,
-                                         std::string& out) const {
-  auto key = nlohmann::json::parse(change.key, nullptr, /*allow_exceptions=*/false);
-  if (!key.is_object()) return fail("the change's key is not a JSON object: " + change.key);
+Status MessageTemplate::render_key_field(std::string_view key_text, const std::string& field,
+                                         std::string& out) {
+  auto key = nlohmann::json::parse(key_text, nullptr, /*allow_exceptions=*/false);
+  if (!key.is_object()) {
+    return fail("the change's key is not a JSON object: " + std::string(key_text));
+  }
   auto it = key.find(field);
-  if (it == key.end())
-    return fail("the change's key " + change.key + " has no field \"" + field + "\"");
+  if (it == key.end()) {
+    return fail("the change's key " + std::string(key_text) + " has no field \"" + field + "\"");
+  }
   if (it->is_string()) {
     out += it->get_ref<const std::string&>();
   } else {

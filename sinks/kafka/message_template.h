@@ -21,7 +21,12 @@ class MessageTemplate {
   static Result<MessageTemplate> parse(std::string_view text, bool allow_key_fields);
 
   // Appends the rendered template to `out`. Fails only for a {key.FIELD} the key lacks.
-  Status render(const Change& change, std::string_view source, std::string& out) const;
+  Status render(const Change& change, std::string_view source, std::string& out) const {
+    return render_with_key(change, source, change.key, out);
+  }
+  // The same with `key` (a JSON object) in place of the change's key, e.g. its old key.
+  Status render_with_key(const Change& change, std::string_view source, std::string_view key,
+                         std::string& out) const;
 
   // True when the template has no placeholder: every change renders the same text.
   bool is_constant() const { return segments_.size() <= 1 && !has_placeholders_; }
@@ -34,7 +39,7 @@ class MessageTemplate {
     std::string text;  // literal text, or the key field's name
   };
 
-  Status render_key_field(const Change& change, const std::string& field, std::string& out) const;
+  static Status render_key_field(std::string_view key, const std::string& field, std::string& out);
 
   std::string text_;
   std::vector<Segment> segments_;

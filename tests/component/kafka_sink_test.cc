@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -409,24 +410,41 @@ TEST_F(KafkaSinkTest, BrokerFailuresMidStreamLoseNothingAndKeepPerKeyOrder) {
   sink->stop();
 }
 
+// With the brokers down nothing is delivered, so a producer queue of 10 messages full while a
+// batch of 100 is being written proves that write() is blocked in it.
 TEST_F(KafkaSinkTest, FullProducerQueueBlocksTheWriterAndLosesNothing) {
+  constexpr int kBatches = 20, kBatchSize = 100;
+  const std::string in_flight = "cdcd_kafka_in_flight_messages{sink=\"events\"}";
   auto sink = start_sink("topic: small\nformat: native",
                          "  queue.buffering.max.messages: \"10\"\n  linger.ms: \"1\"\n");
   ASSERT_NE(sink, nullptr);
-  constexpr int kBatches = 20, kBatchSize = 100;
+  // The topic's leader is known before the brokers go away.
+  ASSERT_FALSE(write_and_wait(*sink, make_batch({make_change(1, "s.t", key_of(0))})).failure);
+  for (int id = 1; id <= 3; ++id) cluster_->broker_down(id);
+
   std::vector<std::future<DeliveryReport>> acks;
-  for (int b = 0; b < kBatches; ++b) {
-    std::vector<Change> changes;
-    for (int i = 0; i < kBatchSize; ++i) {
-      changes.push_back(
-          make_change(static_cast<std::uint64_t>(b * kBatchSize + i + 1), "s.t", key_of(i % 7)));
+  std::atomic<int> returned{0};
+  auto write_batches = [&](int first, int count) {
+    for (int b = first; b < first + count; ++b) {
+      std::vector<Change> changes;
+      for (int i = 0; i < kBatchSize; ++i) {
+        changes.push_back(
+            make_change(static_cast<std::uint64_t>(b * kBatchSize + i + 2), "s.t", key_of(i % 7)));
+      }
+      auto promise = std::make_shared<std::promise<DeliveryReport>>();
+      acks.push_back(promise->get_future());
+      sink->write(make_batch(std::move(changes), b + 2),
+                  [promise](DeliveryReport report) { promise->set_value(std::move(report)); });
+      ++returned;
     }
-    auto promise = std::make_shared<std::promise<DeliveryReport>>();
-    acks.push_back(promise->get_future());
-    // Each write of 100 changes can only return after most of them have been delivered.
-    sink->write(make_batch(std::move(changes), b + 1),
-                [promise](DeliveryReport report) { promise->set_value(std::move(report)); });
-  }
+  };
+  std::optional<std::jthread> writer;
+  writer.emplace(write_batches, 0, kBatches);
+  ASSERT_TRUE(wait_until([&] { return sample(builder_.metrics(), in_flight) >= 10; }, 30s));
+  EXPECT_EQ(returned.load(), 0) << "the first write() returned with 90 of its changes not queued";
+  for (int id = 1; id <= 3; ++id) cluster_->broker_up(id);
+  writer.reset();  // joins: every write returned once the brokers came back
+  EXPECT_EQ(returned.load(), kBatches);
   for (auto& ack : acks) {
     ASSERT_EQ(ack.wait_for(60s), std::future_status::ready);
     auto report = ack.get();
@@ -435,9 +453,88 @@ TEST_F(KafkaSinkTest, FullProducerQueueBlocksTheWriterAndLosesNothing) {
   auto records = cluster_->read_all({"small"});
   std::set<std::string> lsns;
   for (const auto& record : records) lsns.insert(record.header("cdcd-lsn").value_or(""));
-  EXPECT_EQ(records.size(), static_cast<std::size_t>(kBatches * kBatchSize));
-  EXPECT_EQ(lsns.size(), static_cast<std::size_t>(kBatches * kBatchSize));
+  EXPECT_EQ(records.size(), static_cast<std::size_t>(kBatches * kBatchSize + 1));
+  EXPECT_EQ(lsns.size(), static_cast<std::size_t>(kBatches * kBatchSize + 1));
+
+  // Blocked again; stop() unblocks the writer and fails its batch.
+  acks.clear();
+  returned = 0;
+  for (int id = 1; id <= 3; ++id) cluster_->broker_down(id);
+  writer.emplace(write_batches, kBatches, 1);
+  ASSERT_TRUE(wait_until([&] { return sample(builder_.metrics(), in_flight) >= 10; }, 30s));
+  EXPECT_EQ(returned.load(), 0) << "write() returned with 90 of its changes not queued";
   sink->stop();
+  ASSERT_TRUE(wait_until([&] { return returned == 1; }, 15s)) << "stop() left write() blocked";
+  writer.reset();
+  ASSERT_EQ(acks.size(), 1u);
+  ASSERT_EQ(acks[0].wait_for(0s), std::future_status::ready) << "stop() returned before the ack";
+  EXPECT_TRUE(acks[0].get().failure);
+  for (int id = 1; id <= 3; ++id) cluster_->broker_up(id);
+}
+
+// An update that changed the key: a tombstone for the old key goes first (Debezium's order), keyed
+// as the key template renders the old key.
+TEST_F(KafkaSinkTest, KeyChangingUpdateSendsATombstoneForTheOldKeyFirst) {
+  cluster_->create_topic("moved", 1);
+  cluster_->create_topic("moved.templated", 1);
+  cluster_->create_topic("moved.quiet", 1);
+  auto moved = [](std::uint64_t lsn, int from, int to) {
+    auto change = make_change(lsn, "s.t", key_of(to), Operation::kUpdate);
+    change.old_key = key_of(from);
+    return change;
+  };
+  auto changes = [&] {
+    return std::vector<Change>{make_change(1, "s.t", key_of(1)), moved(2, 1, 2),
+                               make_change(3, "s.t", key_of(2), Operation::kUpdate)};
+  };
+  {
+    auto sink = start_sink("topic: moved\nformat: native");
+    ASSERT_NE(sink, nullptr);
+    auto report = write_and_wait(*sink, make_batch(changes()));
+    ASSERT_FALSE(report.failure) << failure_of(report);
+    EXPECT_TRUE(report.rejected.empty());
+    sink->stop();
+  }
+  auto records = cluster_->read_all({"moved"});
+  ASSERT_EQ(records.size(), 4u);
+  EXPECT_EQ(records[0].key, key_of(1));
+  EXPECT_EQ(records[1].key, key_of(1)) << "the old key's tombstone";
+  EXPECT_EQ(records[1].value, std::nullopt);
+  EXPECT_EQ(records[1].header("cdcd-lsn"), "2");
+  EXPECT_EQ(records[1].header("cdcd-operation"), "update");
+  EXPECT_EQ(records[2].key, key_of(2)) << "then the update under its new key";
+  ASSERT_TRUE(records[2].value);
+  EXPECT_EQ(nlohmann::json::parse(*records[2].value)["lsn"], 2);
+  EXPECT_EQ(records[3].key, key_of(2)) << "an update that kept its key has no tombstone";
+  EXPECT_TRUE(records[3].value);
+
+  {
+    auto sink = start_sink("topic: moved.templated\nkey: \"k{key.id}\"\nformat: native");
+    ASSERT_NE(sink, nullptr);
+    auto without_id = moved(4, 3, 4);
+    without_id.old_key = R"({"other":3})";
+    auto report = write_and_wait(*sink, make_batch({moved(2, 1, 2), without_id}));
+    ASSERT_FALSE(report.failure) << failure_of(report);
+    ASSERT_EQ(report.rejected.size(), 1u);
+    EXPECT_EQ(report.rejected[0].index, 1u);
+    EXPECT_THAT(report.rejected[0].reason, HasSubstr("cannot build the old key"));
+    sink->stop();
+  }
+  auto templated = cluster_->read_all({"moved.templated"});
+  ASSERT_EQ(templated.size(), 2u) << "nothing of the rejected change goes out";
+  EXPECT_EQ(templated[0].key, "k1");
+  EXPECT_EQ(templated[0].value, std::nullopt);
+  EXPECT_EQ(templated[1].key, "k2");
+
+  {
+    auto sink = start_sink("topic: moved.quiet\ntombstones: false\nformat: native");
+    ASSERT_NE(sink, nullptr);
+    ASSERT_FALSE(write_and_wait(*sink, make_batch(changes())).failure);
+    sink->stop();
+  }
+  auto quiet = cluster_->read_all({"moved.quiet"});
+  ASSERT_EQ(quiet.size(), 3u) << "no tombstones when they are off";
+  for (const auto& record : quiet) EXPECT_TRUE(record.value);
 }
 
 TEST_F(KafkaSinkTest, CreatesTopicsWithTheConfiguredPartitionsOrSaysWhyNot) {
