@@ -182,32 +182,42 @@ TEST_F(SourceRunnerTest, EachConsumerGetsOnlyWhatItsFiltersWant) {
 constexpr std::size_t kHandOverChunk = 512;
 
 TEST_F(SourceRunnerTest, BackpressureFromOneBlockedConsumerBoundsWhatIsRead) {
-  constexpr std::size_t kTotal = 5000;
+  constexpr std::size_t kTotal = 40000;
   const std::size_t transaction_bytes = byte_size(make_change(1)) + byte_size(test::make_end(1));
   FakeSink& stuck = new_sink(AckMode::kHold);
   FakeSink& fine = new_sink();
   auto config = config_named("a");
-  config.batch.max_events = 20;
+  // Batches larger than what the consumer takes at a time while the source still has room, so
+  // that it must take its queue again to fill the second batch.
+  config.batch.max_events = 2000;
   config.batch.max_in_flight = 1;
-  config.max_queue_bytes = 8 * 1024;
+  // Large against the runner's hand-over chunks, so that holding the queue's bound twice shows.
+  config.max_queue_bytes = 4 * 1024 * 1024;
   add_consumer(config, &stuck);
   add_consumer(config_named("b"), &fine);
   source_.add(transactions(1, kTotal));
   source_.add_end_of_log();
   start();
 
-  // Once consumer a is stuck (its one batch in flight is never acknowledged) and its queue is
-  // full, nothing more is read.
+  // Once consumer a is stuck (its one batch in flight is not acknowledged) and its queue is full,
+  // nothing more is read.
   ASSERT_TRUE(wait_until([&] { return stuck.held() == 1; }));
+  wait_until_reading_stops();
+  // A slow sink acknowledges: consumer a takes its whole (full) queue, sends the next batch and
+  // is stuck again with most of what it took still waiting. The source must not refill the queue
+  // meanwhile, or a consumer would hold twice its bound.
+  ASSERT_EQ(stuck.release_oldest(), 1u);
+  ASSERT_TRUE(wait_until([&] { return stuck.batch_count() == 2 && stuck.held() == 1; }));
+
   const std::size_t read = wait_until_reading_stops();
-  // Held by consumer a: the transactions of the batch in flight, then its queue, which counts
-  // what it took until it has handled it: up to its bound plus one hand-over chunk. Plus what the
-  // runner buffered for the next hand-over.
+  // Held by consumer a: the transactions of two batches, then its queue, which counts what it
+  // took until it has handled it: up to its bound plus one hand-over chunk. Plus what the runner
+  // buffered for the next hand-over.
   const std::size_t queue_events = 2 * (config.max_queue_bytes / transaction_bytes + 1);
   const std::size_t bound =
-      2 * config.batch.max_events + (queue_events + kHandOverChunk) + kHandOverChunk;
-  EXPECT_LE(read, bound);
-  EXPECT_LT(read, kTotal / 2);
+      2 * 2 * config.batch.max_events + (queue_events + kHandOverChunk) + kHandOverChunk;
+  EXPECT_LE(read, bound) << queue_events << " events fit the queue";
+  EXPECT_LT(read, kTotal) << "half the events";
 
   // Unblocked, everything flows to both consumers.
   std::atomic<bool> done{false};
