@@ -70,6 +70,14 @@ TEST(EventQueueTest, TakenEventsCountUntilReleased) {
   EXPECT_EQ(queue.bytes(), 0u) << "releasing more than is held empties the count, no wrap";
 }
 
+// The queue's vector holds every event in a SourceEvent slot: an end (all a filtering consumer
+// queues) takes as much memory as a change without strings, and must be counted so.
+TEST(EventQueueTest, EveryEventCountsAtLeastItsSlot) {
+  EXPECT_GE(byte_size(SourceEvent(make_end(1))), sizeof(SourceEvent));
+  EXPECT_GE(byte_size(SourceEvent(make_change(1))), sizeof(SourceEvent));
+  EXPECT_GE(byte_size(SourceEvent(BadRecord{})), sizeof(SourceEvent));
+}
+
 TEST(EventQueueTest, PopAllKeepsOrderAcrossChunksAndPops) {
   EventQueue queue(1 << 20);
   queue.push(events_of({make_change(1), make_end(1)}), 2);
