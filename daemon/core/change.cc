@@ -33,9 +33,16 @@ std::size_t Change::byte_size() const {
 }
 
 std::size_t byte_size(const SourceEvent& event) {
-  if (const auto* change = std::get_if<Change>(&event)) return change->byte_size();
-  if (const auto* bad = std::get_if<BadRecord>(&event)) return bad->byte_size();
-  return sizeof(TransactionEnd);
+  // Queues hold SourceEvents: each takes sizeof(SourceEvent), a transaction end as much as a
+  // change, plus what its strings hold. Counting an end as its own small size let a queue of a
+  // consumer that filters out most changes hold 8 times its bound.
+  if (const auto* change = std::get_if<Change>(&event)) {
+    return sizeof(SourceEvent) - sizeof(Change) + change->byte_size();
+  }
+  if (const auto* bad = std::get_if<BadRecord>(&event)) {
+    return sizeof(SourceEvent) - sizeof(BadRecord) + bad->byte_size();
+  }
+  return sizeof(SourceEvent);
 }
 
 }  // namespace cdcd

@@ -76,6 +76,29 @@ void append_string(std::string& out, std::string_view text) {
   }
 }
 
+void append_base64(std::string& out, std::string_view bytes) {
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::size_t i = 0;
+  for (; i + 3 <= bytes.size(); i += 3) {
+    std::uint32_t n = (static_cast<unsigned char>(bytes[i]) << 16) |
+                      (static_cast<unsigned char>(bytes[i + 1]) << 8) |
+                      static_cast<unsigned char>(bytes[i + 2]);
+    out += kAlphabet[(n >> 18) & 63];
+    out += kAlphabet[(n >> 12) & 63];
+    out += kAlphabet[(n >> 6) & 63];
+    out += kAlphabet[n & 63];
+  }
+  std::size_t rest = bytes.size() - i;
+  if (rest == 0) return;
+  std::uint32_t n = static_cast<unsigned char>(bytes[i]) << 16;
+  if (rest == 2) n |= static_cast<unsigned char>(bytes[i + 1]) << 8;
+  out += kAlphabet[(n >> 18) & 63];
+  out += kAlphabet[(n >> 12) & 63];
+  out += rest == 2 ? kAlphabet[(n >> 6) & 63] : '=';
+  out += '=';
+}
+
 void append_hex(std::string& out, std::uint64_t value, int digits) {
   assert(digits > 0 && digits <= 16);
   static constexpr char kDigits[] = "0123456789ABCDEF";

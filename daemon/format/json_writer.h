@@ -31,6 +31,9 @@ inline void append_raw_or_null(std::string& out, std::string_view json_text) {
   }
 }
 
+// Appends `bytes` in base64 (RFC 4648, padded), e.g. to keep bytes that are not valid UTF-8.
+void append_base64(std::string& out, std::string_view bytes);
+
 // Appends `value` as exactly `digits` upper-case hexadecimal digits (the low ones), so that
 // fixed-width tokens compare in the same order as the numbers they encode.
 void append_hex(std::string& out, std::uint64_t value, int digits);

@@ -3,60 +3,56 @@
 namespace cdcd {
 
 AckLedger::EntryId AckLedger::add_delivery(std::size_t acks, std::int64_t oldest_timestamp_us) {
-  Entry entry;
-  entry.id = next_id_++;
-  entry.acks_owed = acks;
-  entry.oldest_timestamp_us = oldest_timestamp_us;
-  entries_.push_back(entry);
+  deliveries_.push_back(Delivery{acks, oldest_timestamp_us, std::nullopt});
   if (acks > 0) ++deliveries_in_flight_;
-  return entry.id;
+  return front_id_ + deliveries_.size() - 1;
 }
 
-AckLedger::Entry* AckLedger::find(EntryId id) {
-  // Entries are sorted by id and acknowledgements mostly concern the oldest ones.
-  for (auto& entry : entries_) {
-    if (!entry.is_transaction_end && entry.id == id) return &entry;
-  }
-  return nullptr;
+AckLedger::Delivery* AckLedger::find(EntryId id) {
+  if (id < front_id_ || id - front_id_ >= deliveries_.size()) return nullptr;
+  return &deliveries_[id - front_id_];
 }
 
 void AckLedger::expect_more(EntryId id, std::size_t acks) {
-  if (Entry* entry = find(id)) {
-    if (entry->acks_owed == 0 && acks > 0) ++deliveries_in_flight_;
-    entry->acks_owed += acks;
+  if (Delivery* delivery = find(id)) {
+    if (delivery->acks_owed == 0 && acks > 0) ++deliveries_in_flight_;
+    delivery->acks_owed += acks;
   }
 }
 
 void AckLedger::acknowledge(EntryId id) {
-  Entry* entry = find(id);
-  if (entry == nullptr || entry->acks_owed == 0) return;
-  if (--entry->acks_owed == 0) --deliveries_in_flight_;
+  Delivery* delivery = find(id);
+  if (delivery == nullptr || delivery->acks_owed == 0) return;
+  if (--delivery->acks_owed == 0) --deliveries_in_flight_;
+}
+
+bool AckLedger::behind_frontier(const Checkpoint& end) const {
+  return frontier_ && end.lsn <= frontier_->lsn;
 }
 
 void AckLedger::add_transaction_end(const Checkpoint& end) {
-  if (frontier_ && end.lsn <= frontier_->lsn) return;
-  Entry entry;
-  entry.is_transaction_end = true;
-  entry.end = end;
-  entries_.push_back(entry);
+  if (behind_frontier(end)) return;
+  if (deliveries_.empty()) {
+    frontier_ = end;
+    return;
+  }
+  auto& end_after = deliveries_.back().end_after;
+  if (!end_after || end.lsn > end_after->lsn) end_after = end;
 }
 
 const std::optional<Checkpoint>& AckLedger::advance() {
-  while (!entries_.empty()) {
-    const Entry& front = entries_.front();
-    if (front.is_transaction_end) {
-      if (!frontier_ || front.end.lsn > frontier_->lsn) frontier_ = front.end;
-    } else if (front.acks_owed > 0) {
-      break;
-    }
-    entries_.pop_front();
+  while (!deliveries_.empty() && deliveries_.front().acks_owed == 0) {
+    const auto& end = deliveries_.front().end_after;
+    if (end && !behind_frontier(*end)) frontier_ = end;
+    deliveries_.pop_front();
+    ++front_id_;
   }
   return frontier_;
 }
 
 std::optional<std::int64_t> AckLedger::oldest_unacknowledged_timestamp() const {
-  for (const auto& entry : entries_) {
-    if (!entry.is_transaction_end && entry.acks_owed > 0) return entry.oldest_timestamp_us;
+  for (const auto& delivery : deliveries_) {
+    if (delivery.acks_owed > 0) return delivery.oldest_timestamp_us;
   }
   return std::nullopt;
 }

@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <limits>
 
+#include <simdjson.h>
 #include <nlohmann/json.hpp>
 
 #include "daemon/format/format.h"
+#include "daemon/format/json_writer.h"
 
 namespace cdcd {
 
@@ -36,12 +38,23 @@ Change make_dead_letter(const std::string& consumer, std::uint64_t lsn, nlohmann
   return letter;
 }
 
+// Puts `bytes` as text under `field`; when they are not valid UTF-8 the text shows U+FFFD in place
+// of the invalid sequences, so the exact bytes go beside it as `<field>_base64`.
+void put_bytes(nlohmann::json& body, const std::string& field, const std::string& bytes) {
+  body[field] = bytes;
+  if (simdjson::validate_utf8(bytes.data(), bytes.size())) return;
+  std::string encoded;
+  json::append_base64(encoded, bytes);
+  body[field + "_base64"] = std::move(encoded);
+}
+
 }  // namespace
 
 Consumer::Consumer(ConsumerSetup setup)
     : setup_(std::move(setup)),
       filter_(setup_.config.entities, setup_.config.exclude_entities, setup_.config.operations),
       queue_(setup_.config.max_queue_bytes),
+      ledger_(std::nullopt, setup_.ledger_capacity),
       inbox_(std::make_shared<AckInbox>()) {
   metrics_ = setup_.metrics->consumer(name());
   for (const auto& sink : setup_.sinks) {
@@ -83,7 +96,7 @@ Status Consumer::load_checkpoint() {
   } else if (start.kind == StartConfig::Kind::kTimestamp) {
     first_timestamp_us_ = start.timestamp_us;
   }
-  ledger_ = AckLedger(loaded_);
+  ledger_ = AckLedger(loaded_, setup_.ledger_capacity);
   last_saved_ = loaded_;
   if (loaded_) saved_lsn_ = loaded_->lsn;
   std::lock_guard lock(status_mutex_);
@@ -148,27 +161,30 @@ void Consumer::run() {
       auto wake = Clock::now() + kIdleWake;
       if (open_batch_) wake = std::min(wake, open_since_ + setup_.config.batch.max_wait);
       wake = std::min(wake, next_checkpoint_);
-      pending_bytes_ = queue_.pop_all(pending_, wake);
+      queue_.pop_all(pending_, wake);
     }
     process_acks();
     if (pending_.empty() && queue_.end_of_stream()) {
       // The stream ended (replay finished, or shutdown): pick up what arrived last, then drain.
-      pending_bytes_ = queue_.pop_all(pending_, Clock::now());
+      queue_.pop_all(pending_, Clock::now());
       if (pending_.empty()) break;
     }
     std::size_t handled = 0;
     while (!pending_.empty() && state_ == ConsumerState::kRunning && !aborted_) {
       // Handled in place (moved from, then popped): one move fewer per event.
       SourceEvent& event = pending_.front();
-      pending_bytes_ -= std::min(pending_bytes_, byte_size(event));
+      const std::size_t bytes = byte_size(event);
       handle(std::move(event));
       pending_.pop_front();
-      // Reading the clock per event would cost more than handling it.
+      handled_bytes_ += bytes;
+      // Reading the clock (or taking the queue's lock) per event would cost more than handling it.
       if (++handled % kEventsPerClockCheck != 0) continue;
+      release_handled_bytes();
       auto now = Clock::now();
       if (open_batch_ && now >= open_since_ + setup_.config.batch.max_wait) flush_batch();
       if (now >= next_checkpoint_) save_checkpoint();
     }
+    release_handled_bytes();
     if (open_batch_ && Clock::now() >= open_since_ + setup_.config.batch.max_wait) flush_batch();
     if (Clock::now() >= next_checkpoint_) save_checkpoint();
     update_metrics();
@@ -215,9 +231,14 @@ void Consumer::handle(SourceEvent&& event) {
   }
 }
 
+void Consumer::release_handled_bytes() {
+  queue_.release(handled_bytes_);
+  handled_bytes_ = 0;
+}
+
 void Consumer::add_change(Change&& change) {
   if (!open_batch_) {
-    wait_for_in_flight_room();
+    wait_for_delivery_room();
     if (state_ != ConsumerState::kRunning || aborted_) return;
     open_batch_ = std::make_shared<Batch>();
     open_batch_->id = next_batch_id_++;
@@ -240,11 +261,20 @@ std::size_t Consumer::batches_in_flight() const {
   return ledger_.deliveries_in_flight() - (open_batch_ ? 1 : 0);
 }
 
-void Consumer::wait_for_in_flight_room() {
-  wait_for_acks_while([this] { return batches_in_flight() >= setup_.config.batch.max_in_flight; });
+void Consumer::wait_for_delivery_room() {
+  auto no_room = [this] {
+    return batches_in_flight() >= setup_.config.batch.max_in_flight || ledger_.full();
+  };
+  if (!no_room()) return;
+  // A batch still open (before a dead letter) would wait with this thread, and it may be the
+  // ledger's oldest delivery, which only sending it can complete.
+  flush_batch();
+  wait_for_acks_while(no_room);
 }
 
 void Consumer::wait_for_acks_while(const std::function<bool()>& condition) {
+  // What is handled no longer needs the queue's room while this thread waits.
+  release_handled_bytes();
   while (condition() && state_ == ConsumerState::kRunning && !aborted_) {
     {
       std::unique_lock lock(inbox_->mutex);
@@ -331,26 +361,37 @@ void Consumer::process_ack(Ack& ack) {
       std::string native;
       encode_change(Format::kNative, change,
                     EncodeContext{setup_.config.source, setup_.source_type}, native);
-      nlohmann::json body{{"reason", where},
-                          {"sink", sink_name},
-                          {"change", nlohmann::json::parse(native, nullptr, false)}};
+      nlohmann::json body{{"reason", where}, {"sink", sink_name}};
+      // nlohmann refuses invalid UTF-8 (a row image kept verbatim may hold some).
+      auto parsed = nlohmann::json::parse(native, nullptr, false);
+      if (parsed.is_discarded()) {
+        put_bytes(body, "change", native);
+      } else {
+        body["change"] = std::move(parsed);
+      }
       ledger_.expect_more(ack.entry, 1);
-      write_dead_letter(make_dead_letter(name(), change.lsn, std::move(body)), ack.entry);
+      write_dead_letter(make_dead_letter(name(), change.lsn, std::move(body)), ack.entry, where);
     }
   }
   ledger_.acknowledge(ack.entry);
 }
 
 void Consumer::dead_letter_bad_record(const BadRecord& record) {
-  nlohmann::json body{
-      {"reason", record.reason}, {"location", record.location}, {"raw", record.raw}};
+  // A dead letter is a delivery like a batch: it waits for room in the window and the ledger.
+  wait_for_delivery_room();
+  if (state_ != ConsumerState::kRunning || aborted_) return;
+  nlohmann::json body{{"reason", record.reason}, {"location", record.location}};
+  put_bytes(body, "raw", record.raw);
   auto entry = ledger_.add_delivery(1, now_us());
-  write_dead_letter(make_dead_letter(name(), record.last_lsn, std::move(body)), entry);
+  write_dead_letter(make_dead_letter(name(), record.last_lsn, std::move(body)), entry,
+                    record.location + ": " + record.reason + " (after lsn " +
+                        std::to_string(record.last_lsn) + ")");
 }
 
-void Consumer::write_dead_letter(Change&& letter, AckLedger::EntryId entry) {
+void Consumer::write_dead_letter(Change&& letter, AckLedger::EntryId entry,
+                                 const std::string& why) {
   metrics_.dead_letters->Increment();
-  setup_.log->warn("consumer {}: dead-lettering a record to {}", name(), setup_.dead_letter->name);
+  setup_.log->warn("consumer {}: dead-lettering to {}: {}", name(), setup_.dead_letter->name, why);
   auto batch = std::make_shared<Batch>();
   batch->id = 0;
   batch->consumer = name();
@@ -392,12 +433,11 @@ void Consumer::update_metrics() {
   const auto& frontier = ledger_.frontier();
   frontier_lsn_ = frontier ? frontier->lsn : 0;
   frontier_offset_ = frontier ? frontier->offset : 0;
-  pending_bytes_published_ = pending_bytes_;
   refresh_metrics();
 }
 
 void Consumer::refresh_metrics() {
-  std::size_t queued = queue_.bytes() + pending_bytes_published_.load();
+  std::size_t queued = queue_.bytes();
   std::optional<std::int64_t> oldest;
   if (auto published = oldest_unacknowledged_us_.load(); published != kNone) oldest = published;
   if (!oldest) oldest = queue_.oldest_change_timestamp();

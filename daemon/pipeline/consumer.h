@@ -40,6 +40,8 @@ struct ConsumerSetup {
   std::optional<NamedSink> dead_letter;
   CheckpointStore* store = nullptr;
   std::chrono::milliseconds checkpoint_interval{1000};
+  // Deliveries the ack ledger holds before the consumer stops taking events (see AckLedger).
+  std::size_t ledger_capacity = AckLedger::kDefaultCapacity;
   Metrics* metrics = nullptr;
   std::shared_ptr<spdlog::logger> log;
   // Called on the consumer's thread once it has stopped (finished or failed), so that whoever
@@ -113,12 +115,16 @@ class Consumer {
   void handle(SourceEvent&& event);
   void add_change(Change&& change);
   void flush_batch();
-  void write_dead_letter(Change&& letter, AckLedger::EntryId entry);
+  // `why` names what is dead-lettered and why, for the log.
+  void write_dead_letter(Change&& letter, AckLedger::EntryId entry, const std::string& why);
   void dead_letter_bad_record(const BadRecord& record);
   AckFn make_ack(AckLedger::EntryId entry, std::size_t sink, BatchPtr batch);
   void process_acks();
   void process_ack(Ack& ack);
-  void wait_for_in_flight_room();
+  // Waits until a new delivery fits the in-flight window and the ledger's bound.
+  void wait_for_delivery_room();
+  // Hands the bytes of the events handled so far back to the queue's bound.
+  void release_handled_bytes();
   void wait_for_all_acks();
   // Processes acknowledgements (and checkpoints on time) while `condition` holds.
   void wait_for_acks_while(const std::function<bool()>& condition);
@@ -139,7 +145,7 @@ class Consumer {
 
   // Consumer-thread state.
   EventBacklog pending_;
-  std::size_t pending_bytes_ = 0;
+  std::size_t handled_bytes_ = 0;  // of events taken from queue_, handled, not yet released
   AckLedger ledger_;
   std::shared_ptr<Batch> open_batch_;
   AckLedger::EntryId open_entry_ = 0;
@@ -167,7 +173,6 @@ class Consumer {
   std::atomic<std::int64_t> oldest_unacknowledged_us_{std::numeric_limits<std::int64_t>::min()};
   std::atomic<std::uint64_t> frontier_lsn_{0};
   std::atomic<std::uint64_t> frontier_offset_{0};
-  std::atomic<std::size_t> pending_bytes_published_{0};
   mutable std::mutex status_mutex_;
   ConsumerStatus status_;
 };

@@ -1,5 +1,6 @@
 #include "daemon/pipeline/event_queue.h"
 
+#include <algorithm>
 #include <iterator>
 
 namespace cdcd {
@@ -52,17 +53,24 @@ void EventQueue::push(std::vector<SourceEvent>&& events, std::size_t bytes, bool
 
 std::size_t EventQueue::bytes() const { return bytes_.load(std::memory_order_relaxed); }
 
-std::size_t EventQueue::pop_all(EventBacklog& out, std::chrono::steady_clock::time_point deadline) {
+void EventQueue::pop_all(EventBacklog& out, std::chrono::steady_clock::time_point deadline) {
   std::unique_lock lock(mutex_);
   readable_.wait_until(lock, deadline,
                        [this] { return !chunks_.empty() || end_of_stream_ || woken_; });
   woken_ = false;
-  std::size_t moved = bytes_.load(std::memory_order_relaxed);
   out.append(std::move(chunks_));
-  bytes_.store(0, std::memory_order_relaxed);
-  lock.unlock();
-  writable_.notify_all();
-  return moved;
+}
+
+void EventQueue::release(std::size_t bytes) {
+  bool made_room = false;
+  {
+    std::lock_guard lock(mutex_);
+    const std::size_t held = bytes_.load(std::memory_order_relaxed);
+    const std::size_t left = held - std::min(held, bytes);
+    bytes_.store(left, std::memory_order_relaxed);
+    made_room = held >= max_bytes_ && left < max_bytes_;
+  }
+  if (made_room) writable_.notify_all();
 }
 
 bool EventQueue::end_of_stream() const {

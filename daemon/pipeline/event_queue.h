@@ -33,6 +33,10 @@ class EventBacklog {
 // blocks inside push(): it asks has_room() first and backs off (the source stops reading), so a
 // full queue turns into backpressure on the log instead of memory growth. Events move in chunks
 // to keep locking off the per-event path.
+//
+// The bound covers every event from push() until the consumer has handled it: pop_all() hands
+// events over but their bytes stay counted until the consumer release()s them, so that taking
+// everything does not make room for as much again while the taken events still wait in memory.
 class EventQueue {
  public:
   explicit EventQueue(std::size_t max_bytes) : max_bytes_(max_bytes) {}
@@ -40,13 +44,17 @@ class EventQueue {
   // Appends a chunk (in order). `end_of_stream` marks that nothing more will come.
   void push(std::vector<SourceEvent>&& events, std::size_t bytes, bool end_of_stream = false);
 
-  // True while the queue holds less than its bound. Lock-free: the producer asks per event.
+  // True while the events pushed and not yet released are fewer bytes than the bound.
+  // Lock-free: the producer asks per event.
   bool has_room() const { return bytes_.load(std::memory_order_relaxed) < max_bytes_; }
+  // Bytes pushed and not yet released (queued, or taken and not yet handled).
   std::size_t bytes() const;
 
   // Waits until events are available, the stream ended, or `deadline`; moves everything queued
-  // into `out` (appending). Returns the number of bytes moved.
-  std::size_t pop_all(EventBacklog& out, std::chrono::steady_clock::time_point deadline);
+  // into `out` (appending). Their bytes stay counted until release().
+  void pop_all(EventBacklog& out, std::chrono::steady_clock::time_point deadline);
+  // The consumer is done with `bytes` of the events it took: the producer may fill them again.
+  void release(std::size_t bytes);
 
   bool end_of_stream() const;
 
@@ -65,7 +73,7 @@ class EventQueue {
   mutable std::condition_variable readable_;
   mutable std::condition_variable writable_;
   std::deque<std::vector<SourceEvent>> chunks_;  // none empty
-  // Written under mutex_; read without it by has_room().
+  // Pushed and not yet released. Written under mutex_; read without it by has_room().
   std::atomic<std::size_t> bytes_{0};
   bool end_of_stream_ = false;
   bool woken_ = false;

@@ -360,29 +360,50 @@ log: {level: info}
 
   for (const auto& consumer : consumers) verify_consumer(consumer, log);
 
-  // A restart after the clean stop has nothing to re-deliver.
-  std::map<std::string, std::uint64_t> sizes;
-  for (const auto& consumer : consumers) sizes[consumer.name] = file_size(consumer.output);
+  // A restart after the clean stop has nothing to re-deliver. Proof that it had every chance to:
+  // one more transaction, wanted by both consumers, appended after the restart. The log is read
+  // and checkpointed in order, so once each consumer checkpointed it, each had read, handled and
+  // seen acknowledged everything before it; by then a re-delivery would have been counted.
+  std::map<std::string, std::size_t> lines;
+  for (const auto& consumer : consumers) {
+    lines[consumer.name] = read_native_file(consumer.output).changes.size();
+  }
+  const std::uint64_t sentinel_lsn = last_lsn + 1;
+  const std::string sentinel =
+      R"({"lsn":)" + std::to_string(sentinel_lsn) + R"(,"seq":0,"timestamp":)" +
+      std::to_string(log.changes.back().timestamp_us + 1000) +
+      R"(,"entity":"public.customers","key":{"id":-1},"operation":"insert","old":null,)" +
+      R"("new":{"id":-1,"note":"after the clean stop"}})" + "\n";
   write_daemon_config();
   daemon.start();
+  {
+    int fd = ::open(log_path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::write(fd, sentinel.data(), sentinel.size()), static_cast<ssize_t>(sentinel.size()));
+    ::close(fd);
+  }
+  std::vector<MetricSample> samples;
   ASSERT_TRUE(wait_until(
       [&] {
-        auto samples = scrape(port);
+        samples = scrape(port);
         return metric_value(samples, "cdcd_consumer_checkpoint_lsn", {{"consumer", "a"}}) ==
-                   static_cast<double>(last_lsn) &&
+                   static_cast<double>(sentinel_lsn) &&
                metric_value(samples, "cdcd_consumer_checkpoint_lsn", {{"consumer", "b"}}) ==
-                   static_cast<double>(last_lsn);
+                   static_cast<double>(sentinel_lsn);
       },
       scaled(30s)))
       << daemon.stderr_text();
-  // Three checkpoint intervals: a re-delivery would be written and checkpointed meanwhile.
-  std::this_thread::sleep_for(600ms);
-  EXPECT_EQ(metric_sum(scrape(port), "cdcd_events_total"), 0);
+  for (const auto& consumer : consumers) {
+    EXPECT_EQ(metric_sum(samples, "cdcd_events_total", {{"consumer", consumer.name}}), 1)
+        << consumer.name << ": only the new transaction is delivered";
+  }
   EXPECT_EQ(daemon.stop(scaled(30s)), 0) << daemon.stderr_text();
   for (const auto& consumer : consumers) {
-    EXPECT_EQ(file_size(consumer.output), sizes[consumer.name])
+    NativeFile output = read_native_file(consumer.output);
+    ASSERT_EQ(output.changes.size(), lines[consumer.name] + 1)
         << consumer.name << ": the restart after a clean stop re-delivered changes";
-    EXPECT_EQ(checkpoint_of(consumer), last_lsn);
+    EXPECT_EQ(output.changes.back().lsn, sentinel_lsn) << consumer.name;
+    EXPECT_EQ(checkpoint_of(consumer), sentinel_lsn);
   }
   std::cout << "took "
             << std::chrono::duration_cast<std::chrono::milliseconds>(

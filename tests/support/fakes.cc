@@ -290,7 +290,9 @@ void FakeSink::write(BatchPtr batch, AckFn ack) {
     batches_.push_back(batch);
     ++unacknowledged_;
     max_unacknowledged_ = std::max(max_unacknowledged_, unacknowledged_);
-    if (mode_ != AckMode::kSync && !stopping_) {
+    const bool held = mode_ == AckMode::kAsync || mode_ == AckMode::kHold ||
+                      (mode_ == AckMode::kHoldFirst && batches_.size() == 1);
+    if (held && !stopping_) {
       pending_.push_back(Pending{std::move(batch), std::move(ack)});
       changed_.notify_all();
       return;
@@ -325,7 +327,7 @@ void FakeSink::stop() {
   {
     std::lock_guard lock(mutex_);
     stopping_ = true;
-    if (mode_ == AckMode::kHold) abandoned.swap(pending_);
+    if (mode_ != AckMode::kAsync) abandoned.swap(pending_);
   }
   changed_.notify_all();
   if (worker_.joinable()) worker_.join();

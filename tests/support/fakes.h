@@ -101,6 +101,9 @@ enum class AckMode {
   kSync,   // inside write()
   kAsync,  // from the sink's own thread, in write order
   kHold,   // only when the test releases them (in any order)
+  // Holds the first write until the test releases it, acknowledges every later one inside write():
+  // one delivery stuck while the rest flows, as behind a partition that lost its leader.
+  kHoldFirst,
 };
 
 // A sink recording every batch it gets. Scripted outcomes: a failure for the batch holding a given

@@ -43,10 +43,39 @@ TEST(EventQueueTest, BoundedInBytes) {
   queue.push(events_of({make_end(3)}), 50);
   EXPECT_EQ(queue.bytes(), 150u);
   EventBacklog out;
-  EXPECT_EQ(queue.pop_all(out, Clock::now()), 150u);
+  queue.pop_all(out, Clock::now());
   EXPECT_EQ(drain(out), 3u);
+  queue.release(150);
   EXPECT_EQ(queue.bytes(), 0u);
   EXPECT_TRUE(queue.has_room());
+}
+
+// Taking events makes no room: they are still in memory until the consumer has handled them.
+// Otherwise the producer could fill the queue again behind a consumer that took everything, and
+// a consumer would hold twice its bound.
+TEST(EventQueueTest, TakenEventsCountUntilReleased) {
+  EventQueue queue(100);
+  queue.push(events_of({make_change(1), make_end(1)}), 100);
+  EventBacklog out;
+  queue.pop_all(out, Clock::now());
+  EXPECT_EQ(queue.bytes(), 100u);
+  EXPECT_FALSE(queue.has_room());
+  out.pop_front();
+  queue.release(60);
+  EXPECT_EQ(queue.bytes(), 40u);
+  EXPECT_TRUE(queue.has_room());
+  queue.push(events_of({make_end(2)}), 60);
+  EXPECT_FALSE(queue.has_room()) << "the unhandled end of lsn 1 still counts";
+  queue.release(1000);
+  EXPECT_EQ(queue.bytes(), 0u) << "releasing more than is held empties the count, no wrap";
+}
+
+// The queue's vector holds every event in a SourceEvent slot: an end (all a filtering consumer
+// queues) takes as much memory as a change without strings, and must be counted so.
+TEST(EventQueueTest, EveryEventCountsAtLeastItsSlot) {
+  EXPECT_GE(byte_size(SourceEvent(make_end(1))), sizeof(SourceEvent));
+  EXPECT_GE(byte_size(SourceEvent(make_change(1))), sizeof(SourceEvent));
+  EXPECT_GE(byte_size(SourceEvent(BadRecord{})), sizeof(SourceEvent));
 }
 
 TEST(EventQueueTest, PopAllKeepsOrderAcrossChunksAndPops) {
@@ -97,7 +126,7 @@ TEST(EventQueueTest, PopAllWaitsUntilTheDeadlineWhenEmpty) {
   EventQueue queue(100);
   EventBacklog out;
   auto before = Clock::now();
-  EXPECT_EQ(queue.pop_all(out, before + milliseconds(50)), 0u);
+  queue.pop_all(out, before + milliseconds(50));
   EXPECT_GE(Clock::now() - before, milliseconds(50));
   EXPECT_TRUE(out.empty());
 }
@@ -120,7 +149,8 @@ TEST(EventQueueTest, EndOfStreamWakesAndSticks) {
   EXPECT_FALSE(queue.end_of_stream());
   auto popped = std::async(std::launch::async, [&queue] {
     EventBacklog out;
-    return queue.pop_all(out, Clock::now() + kLongWait);
+    queue.pop_all(out, Clock::now() + kLongWait);
+    return drain(out);
   });
   queue.push({}, 0, true);
   ASSERT_EQ(popped.wait_for(kLongWait / 2), std::future_status::ready);
@@ -140,8 +170,9 @@ TEST(EventQueueTest, EndOfStreamWithTheLastChunk) {
   queue.push(events_of({make_change(1), make_end(1)}), 10, true);
   EXPECT_TRUE(queue.end_of_stream());
   EventBacklog out;
-  EXPECT_EQ(queue.pop_all(out, Clock::now()), 10u);
+  queue.pop_all(out, Clock::now());
   EXPECT_EQ(drain(out), 2u);
+  EXPECT_EQ(queue.bytes(), 10u);
 }
 
 TEST(EventQueueTest, WakeInterruptsAWaitingPop) {
@@ -183,7 +214,7 @@ TEST(EventQueueTest, OldestChangeTimestampIsTheFirstQueuedChange) {
   EXPECT_FALSE(queue.oldest_change_timestamp().has_value());
 }
 
-TEST(EventQueueTest, WaitForRoomReturnsOnceDrained) {
+TEST(EventQueueTest, WaitForRoomReturnsOnceReleased) {
   EventQueue queue(10);
   queue.push(events_of({make_end(1)}), 10);
   ASSERT_FALSE(queue.has_room());
@@ -194,6 +225,8 @@ TEST(EventQueueTest, WaitForRoomReturnsOnceDrained) {
   });
   EventBacklog out;
   queue.pop_all(out, Clock::now());
+  drain(out);
+  queue.release(10);
   ASSERT_TRUE(test::wait_until([&] { return returned.load(); }, kLongWait / 2));
   producer.join();
   EXPECT_TRUE(queue.has_room());

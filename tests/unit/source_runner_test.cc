@@ -50,7 +50,8 @@ class SourceRunnerTest : public ::testing::Test {
     return config;
   }
 
-  Consumer* add_consumer(ConsumerConfig config, FakeSink* sink) {
+  Consumer* add_consumer(ConsumerConfig config, FakeSink* sink,
+                         std::size_t ledger_capacity = AckLedger::kDefaultCapacity) {
     config.sinks = {"sink_" + config.name};
     ConsumerSetup setup;
     setup.config = std::move(config);
@@ -59,6 +60,7 @@ class SourceRunnerTest : public ::testing::Test {
     setup.sinks = {{"sink_" + setup.config.name, sink}};
     setup.store = &store_;
     setup.checkpoint_interval = milliseconds(10);
+    setup.ledger_capacity = ledger_capacity;
     setup.metrics = &metrics_;
     setup.log = test::null_logger();
     consumers_.push_back(std::make_unique<Consumer>(std::move(setup)));
@@ -90,6 +92,21 @@ class SourceRunnerTest : public ::testing::Test {
   void expect_commits_increasing() const {
     auto commits = source_.commits();
     for (std::size_t i = 1; i < commits.size(); ++i) EXPECT_GT(commits[i], commits[i - 1]);
+  }
+
+  // Once every consumer that could take more is backpressured, the poll loop goes on (keepalives)
+  // without reading anything more: waits for three polls in a row that read nothing, and returns
+  // how many events were read.
+  std::size_t wait_until_reading_stops() {
+    std::size_t read = 0;
+    bool stopped = wait_until([&] {
+      read = source_.emitted();
+      const std::size_t polls = source_.polls();
+      return wait_until([&] { return source_.polls() >= polls + 3; }) && source_.emitted() == read;
+    });
+    EXPECT_TRUE(stopped) << "the source kept reading: " << source_.emitted() << " events";
+    EXPECT_GE(source_.backpressured_polls(), 3u);
+    return read;
   }
 
   FakeSink& new_sink(AckMode mode = AckMode::kSync) {
@@ -161,38 +178,46 @@ TEST_F(SourceRunnerTest, EachConsumerGetsOnlyWhatItsFiltersWant) {
   EXPECT_EQ(source_.commits().back(), 4u);
 }
 
+// What the source runner buffers per consumer before handing it over.
+constexpr std::size_t kHandOverChunk = 512;
+
 TEST_F(SourceRunnerTest, BackpressureFromOneBlockedConsumerBoundsWhatIsRead) {
-  constexpr std::size_t kTotal = 5000;
-  const std::size_t change_bytes = make_change(1).byte_size();
+  constexpr std::size_t kTotal = 40000;
+  const std::size_t transaction_bytes = byte_size(make_change(1)) + byte_size(test::make_end(1));
   FakeSink& stuck = new_sink(AckMode::kHold);
   FakeSink& fine = new_sink();
   auto config = config_named("a");
-  config.batch.max_events = 20;
+  // Batches larger than what the consumer takes at a time while the source still has room, so
+  // that it must take its queue again to fill the second batch.
+  config.batch.max_events = 2000;
   config.batch.max_in_flight = 1;
-  config.max_queue_bytes = 8 * 1024;
+  // Large against the runner's hand-over chunks, so that holding the queue's bound twice shows.
+  config.max_queue_bytes = 4 * 1024 * 1024;
   add_consumer(config, &stuck);
   add_consumer(config_named("b"), &fine);
   source_.add(transactions(1, kTotal));
   source_.add_end_of_log();
   start();
 
-  // Once consumer a is stuck (its one batch in flight is never acknowledged) and its queue is
-  // full, the poll loop goes on (keepalives) without reading anything more.
+  // Once consumer a is stuck (its one batch in flight is not acknowledged) and its queue is full,
+  // nothing more is read.
   ASSERT_TRUE(wait_until([&] { return stuck.held() == 1; }));
-  std::size_t read = 0;
-  ASSERT_TRUE(wait_until([&] {
-    read = source_.emitted();
-    const std::size_t polls = source_.polls();
-    return wait_until([&] { return source_.polls() >= polls + 3; }) && source_.emitted() == read;
-  }));
-  EXPECT_GE(source_.backpressured_polls(), 3u);
-  // Held by consumer a: the batch in flight, the one it is filling, what it took from its queue
-  // and what its queue holds, each queue holding up to its bound plus one hand-over chunk (512
-  // events) of the runner, plus what the runner buffered for the next hand-over.
-  const std::size_t queue_events = config.max_queue_bytes / change_bytes + 1;
-  const std::size_t bound = 2 * config.batch.max_events + 2 * (queue_events + 512) + 512;
-  EXPECT_LE(read, bound);
-  EXPECT_LT(read, kTotal / 2);
+  wait_until_reading_stops();
+  // A slow sink acknowledges: consumer a takes its whole (full) queue, sends the next batch and
+  // is stuck again with most of what it took still waiting. The source must not refill the queue
+  // meanwhile, or a consumer would hold twice its bound.
+  ASSERT_EQ(stuck.release_oldest(), 1u);
+  ASSERT_TRUE(wait_until([&] { return stuck.batch_count() == 2 && stuck.held() == 1; }));
+
+  const std::size_t read = wait_until_reading_stops();
+  // Held by consumer a: the transactions of two batches, then its queue, which counts what it
+  // took until it has handled it: up to its bound plus one hand-over chunk. Plus what the runner
+  // buffered for the next hand-over.
+  const std::size_t queue_events = 2 * (config.max_queue_bytes / transaction_bytes + 1);
+  const std::size_t bound =
+      2 * 2 * config.batch.max_events + (queue_events + kHandOverChunk) + kHandOverChunk;
+  EXPECT_LE(read, bound) << queue_events << " events fit the queue";
+  EXPECT_LT(read, kTotal) << "half the events";
 
   // Unblocked, everything flows to both consumers.
   std::atomic<bool> done{false};
@@ -208,6 +233,51 @@ TEST_F(SourceRunnerTest, BackpressureFromOneBlockedConsumerBoundsWhatIsRead) {
   ASSERT_TRUE(ended);
   EXPECT_EQ(lsns_of(stuck), range(1, kTotal));
   EXPECT_EQ(lsns_of(fine), range(1, kTotal));
+  EXPECT_EQ(source_.commits().back(), kTotal);
+}
+
+// A consumer that wants 1 change in 100, with one batch stuck while its later batches are
+// acknowledged: its in-flight window never fills and its queue holds only small transaction ends,
+// so only its ack ledger's bound can stop the source.
+TEST_F(SourceRunnerTest, BackpressureFromABlockedFilteringConsumerBoundsWhatIsRead) {
+  constexpr std::uint64_t kTotal = 5000;
+  constexpr std::uint64_t kRareEvery = 100;
+  constexpr std::size_t kLedgerCapacity = 4;
+  FakeSink& stuck = new_sink(AckMode::kHoldFirst);
+  FakeSink& fine = new_sink();
+  auto rare = config_named("a");
+  rare.entities = {"public.rare"};
+  rare.batch.max_events = 1;
+  rare.batch.max_in_flight = 16;
+  rare.max_queue_bytes = 8 * 1024;
+  add_consumer(rare, &stuck, kLedgerCapacity);
+  add_consumer(config_named("b"), &fine);
+  std::vector<std::uint64_t> rare_lsns;
+  for (std::uint64_t lsn = 1; lsn <= kTotal; ++lsn) {
+    const bool is_rare = lsn % kRareEvery == 0;
+    if (is_rare) rare_lsns.push_back(lsn);
+    source_.add(transaction(lsn, 1, is_rare ? "public.rare" : "public.orders"));
+  }
+  source_.add_end_of_log();
+  start();
+
+  ASSERT_TRUE(wait_until([&] { return stuck.batch_count() == kLedgerCapacity; }));
+  const std::size_t read = wait_until_reading_stops();
+  EXPECT_EQ(stuck.batch_count(), kLedgerCapacity);
+  // Consumer a stops at the rare change after its ledger's bound; beyond it, its queue holds up
+  // to its bound of transaction ends plus one hand-over chunk, and the runner buffers one more
+  // chunk. Every transaction read is two events (its change and its end).
+  const std::size_t queue_ends = rare.max_queue_bytes / byte_size(test::make_end(1)) + 1;
+  const std::size_t bound =
+      2 * ((kLedgerCapacity + 1) * kRareEvery + queue_ends + 2 * kHandOverChunk);
+  EXPECT_LE(read, bound);
+  EXPECT_LT(read, kTotal);
+
+  ASSERT_EQ(stuck.release_oldest(), 1u);
+  ASSERT_TRUE(wait_ended());
+  EXPECT_EQ(lsns_of(stuck), rare_lsns);
+  EXPECT_EQ(lsns_of(fine), range(1, kTotal));
+  EXPECT_EQ(store_.latest_lsn("a"), kTotal);
   EXPECT_EQ(source_.commits().back(), kTotal);
 }
 
@@ -241,15 +311,36 @@ TEST_F(SourceRunnerTest, CommitsTheLowestSavedCheckpointAndNeverMore) {
 TEST_F(SourceRunnerTest, NothingIsCommittedBeforeEveryConsumerSaved) {
   FakeSink& fast = new_sink();
   FakeSink& stuck = new_sink(AckMode::kHold);
-  add_consumer(config_named("a"), &fast);
-  add_consumer(config_named("b"), &stuck);
+  FakeSink& filtered = new_sink();
+  auto stuck_config = config_named("b");
+  stuck_config.batch.max_events = 1;
+  stuck_config.batch.max_in_flight = 100;
+  auto nothing_wanted = config_named("c");
+  nothing_wanted.entities = {"public.nothing"};
+  Consumer* a = add_consumer(config_named("a"), &fast);
+  add_consumer(stuck_config, &stuck);
+  Consumer* c = add_consumer(nothing_wanted, &filtered);
   source_.add(transactions(1, 10));
   start();
-  ASSERT_TRUE(wait_until([&] { return store_.latest_lsn("a") == 10 && stuck.held() > 0; }));
-  // Some polls after a's checkpoint, the source has still been told nothing.
+  // a delivered everything; c, which wants none of it, checkpointed the ends it saw; b saved
+  // nothing, every batch of it being unacknowledged.
+  ASSERT_TRUE(wait_until(
+      [&] { return a->saved_lsn() == 10 && c->saved_lsn() == 10 && stuck.held() == 10; }));
+  EXPECT_EQ(filtered.batch_count(), 0u);
+  // The runner commits after every poll: once a poll began after those saves, one commit round
+  // has seen them (and a second one to be sure), and the source was still told nothing.
   const std::size_t polls = source_.polls();
   ASSERT_TRUE(wait_until([&] { return source_.polls() >= polls + 2; }));
-  EXPECT_TRUE(source_.commits().empty());
+  EXPECT_TRUE(source_.commits().empty()) << "committed " << source_.commits().front();
+
+  // The first commit is b's first checkpoint, the lowest, not a's.
+  ASSERT_TRUE(stuck.release_batch(1));
+  ASSERT_TRUE(stuck.release_batch(2));
+  ASSERT_TRUE(wait_until([&] { return !source_.commits().empty(); }));
+  EXPECT_LE(source_.commits().front(), 2u);
+  ASSERT_TRUE(wait_until([&] { return source_.commits().back() == 2; }));
+  for (auto lsn : source_.commits()) EXPECT_LE(lsn, 2u);
+  expect_commits_increasing();
 }
 
 TEST_F(SourceRunnerTest, AFailedConsumerHoldsCommitsButNotTheOthers) {
