@@ -52,6 +52,16 @@ Status PostgresCheckpointStore::start() {
     return fail("cannot create checkpoint table " + options_.table + " on " + conn_.describe() +
                 ": " + created.error().message);
   }
+  auto named = conn_.exec(
+      "SELECT current_database(), n.nspname, c.relname FROM pg_class c JOIN "
+      "pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = " +
+      conn_.quote_literal(table_sql_) + "::regclass");
+  if (!named || PQntuples(named->get()) != 1) {
+    return fail("cannot find checkpoint table " + options_.table + " on " + conn_.describe());
+  }
+  PGresult* row = named->get();
+  own_entities_ = {StoreEntity{PQgetvalue(row, 0, 0),
+                               std::string(PQgetvalue(row, 0, 1)) + "." + PQgetvalue(row, 0, 2)}};
   auto log = context_.log ? context_.log : spdlog::default_logger();
   log->info("checkpoints in table {} on {}", options_.table, conn_.describe());
   return ok();

@@ -100,9 +100,9 @@ Status Daemon::start() {
       log_->warn("source {} has no consumer and is not read", source.name);
       continue;
     }
-    runners_.push_back(std::make_unique<SourceRunner>(source.name, source.source.get(),
-                                                      std::move(consumers),
-                                                      make_logger("source." + source.name)));
+    runners_.push_back(std::make_unique<SourceRunner>(
+        source.name, source.source.get(), std::move(consumers),
+        make_logger("source." + source.name), config_.checkpoints.store->own_entities()));
   }
   for (auto& consumer : consumers_) consumer->start();
   for (auto& runner : runners_) runner->start();
