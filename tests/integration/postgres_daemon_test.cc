@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <random>
@@ -73,7 +74,8 @@ class PostgresDaemonTest : public ::testing::Test {
   }
 
   // One file sink per consumer (out.jsonl for "all", NAME.jsonl otherwise), file checkpoints.
-  // `options`: extra flow-map entries of a consumer, e.g. {"b", "entities: [public.t]"}.
+  // `options`: extra flow-map entries of a consumer, e.g. {"b", "entities: [public.t]"}; without
+  // `batch:` among them, batches of 500 changes or 20 ms.
   void write_config_with_consumers(const std::string& source_extra,
                                    const std::vector<std::string>& consumers,
                                    const std::map<std::string, std::string>& options = {}) {
@@ -83,9 +85,12 @@ class PostgresDaemonTest : public ::testing::Test {
       sinks += "  " + name + ": {type: file, path: " + output_of(name) +
                ", format: native, fsync: never}\n";
       auto extra = options.find(name);
-      consumer_map += "  " + name + ": {source: pg, sinks: [" + name +
-                      "], batch: {max_events: 500, max_wait: 20ms}" +
-                      (extra == options.end() ? "" : ", " + extra->second) + "}\n";
+      std::string settings = extra == options.end() ? "" : extra->second;
+      if (settings.find("batch:") == std::string::npos) {
+        settings +=
+            std::string(settings.empty() ? "" : ", ") + "batch: {max_events: 500, max_wait: 20ms}";
+      }
+      consumer_map += "  " + name + ": {source: pg, sinks: [" + name + "], " + settings + "}\n";
     }
     test::write_file(config_, "sources:\n  pg:\n    type: postgres\n    dsn: \"" +
                                   server_.dsn(db_) +
@@ -247,13 +252,21 @@ TEST_F(PostgresDaemonTest, TwoConsumersAtDifferentPositionsSurviveKills) {
       "INSERT INTO accounts (id, balance) SELECT i, 1000 FROM generate_series(1, 1000) i;"
       "CREATE TABLE history (id bigserial PRIMARY KEY, from_id int, to_id int, amount int);"
       "CREATE TABLE marker (id int PRIMARY KEY)");
-  write_config_with_consumers("    snapshot: initial\n", {"all", "b"},
-                              {{"b",
-                                "entities: [public.accounts, public.marker], "
-                                "batch: {max_events: 7, max_wait: 50ms}"}});
+  write_config_with_consumers(
+      "    snapshot: initial\n", {"all", "b"},
+      {{"b",
+        "entities: [public.accounts, public.marker], batch: {max_events: 50, "
+        "max_wait: 300ms}"}});
   std::atomic<bool> stop{false};
   std::atomic<int> committed{0};
   std::thread writer(write_load, server_.dsn(db_), 0, std::ref(stop), std::ref(committed));
+  // A failed assertion returns early: the writer must not outlive the test.
+  std::unique_ptr<std::thread, std::function<void(std::thread*)>> joined(&writer,
+                                                                         [&](std::thread* thread) {
+                                                                           stop = true;
+                                                                           if (thread->joinable())
+                                                                             thread->join();
+                                                                         });
   // Both hold a checkpoint before the first kill (one without would need the snapshot again).
   auto daemon = start_daemon();
   ASSERT_TRUE(test::wait_until(
@@ -278,8 +291,7 @@ TEST_F(PostgresDaemonTest, TwoConsumersAtDifferentPositionsSurviveKills) {
   }
   daemon = start_daemon();
   std::this_thread::sleep_for(std::chrono::seconds(1));
-  stop = true;
-  writer.join();
+  joined.reset();
   sql("INSERT INTO marker VALUES (1)");
   for (const auto& name : {"all", "b"}) {
     ASSERT_TRUE(test::wait_until([&] { return has_insert(output_of(name), "public.marker"); },
