@@ -91,6 +91,17 @@ Status PostgresCheckpointStore::start() {
     conn_.close();
     return locked;
   }
+  auto named = conn_.exec(
+      "SELECT current_database(), n.nspname, c.relname FROM pg_class c JOIN "
+      "pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = " +
+      conn_.quote_literal(table_sql_) + "::regclass");
+  if (!named || PQntuples(named->get()) != 1) {
+    conn_.close();
+    return fail("cannot find checkpoint table " + options_.table + " on " + conn_.describe());
+  }
+  PGresult* row = named->get();
+  own_entities_ = {StoreEntity{PQgetvalue(row, 0, 0),
+                               std::string(PQgetvalue(row, 0, 1)) + "." + PQgetvalue(row, 0, 2)}};
   auto log = context_.log ? context_.log : spdlog::default_logger();
   log->info("checkpoints in table {} on {}", options_.table, conn_.describe());
   return ok();

@@ -28,6 +28,7 @@ class PostgresCheckpointStore : public CheckpointStore {
   Result<std::optional<Checkpoint>> load(const std::string& consumer) override;
   Status save(const std::string& consumer, const Checkpoint& checkpoint) override;
   Status remove(const std::string& consumer) override;
+  std::vector<StoreEntity> own_entities() const override { return own_entities_; }
 
  private:
   using Statement = std::function<Result<PgResult>(PgConnection&)>;
@@ -43,7 +44,8 @@ class PostgresCheckpointStore : public CheckpointStore {
   CheckpointStoreContext context_;
   std::mutex mutex_;
   PgConnection conn_;
-  std::string table_sql_;  // quoted identifier(s)
+  std::string table_sql_;                  // quoted identifier(s)
+  std::vector<StoreEntity> own_entities_;  // the table, as the postgres source names it
 };
 
 }  // namespace cdcd::postgres

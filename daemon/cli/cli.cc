@@ -7,6 +7,7 @@
 #include <CLI/CLI.hpp>
 
 #include "daemon/cli/commands.h"
+#include "daemon/core/lsn.h"
 
 namespace cdcd {
 
@@ -52,8 +53,10 @@ int run_cli(int argc, char** argv, const PluginRegistry& registry) {
     add_config(command);
     command->add_option("--consumer", checkpoint_command.consumer, "consumer name")->required();
   }
-  auto* lsn = set->add_option("--lsn", checkpoint_command.lsn,
-                              "resume after the transaction with this lsn");
+  std::string lsn_text;
+  auto* lsn = set->add_option("--lsn", lsn_text,
+                              "resume after the transaction with this lsn (decimal, or "
+                              "PostgreSQL's X/Y form such as 0/16B3748)");
   auto* timestamp =
       set->add_option("--timestamp", checkpoint_command.timestamp,
                       "resume with the first transaction committed at or after this RFC 3339 time");
@@ -61,6 +64,9 @@ int run_cli(int argc, char** argv, const PluginRegistry& registry) {
                                   "resume from the beginning of the log");
   lsn->excludes(timestamp)->excludes(beginning);
   timestamp->excludes(beginning);
+  reset->add_flag("--all-consumers", checkpoint_command.all_consumers,
+                  "reset every consumer of the consumer's source together (the only reset a "
+                  "source that cannot rewind, such as postgres, allows)");
 
   try {
     app.parse(argc, argv);
@@ -75,6 +81,16 @@ int run_cli(int argc, char** argv, const PluginRegistry& registry) {
   checkpoint_command.config_path = config_path;
   if (*show) return command_checkpoint_show(checkpoint_command, registry);
   if (*reset) return command_checkpoint_reset(checkpoint_command, registry);
+  if (*lsn) {
+    checkpoint_command.lsn = parse_lsn(lsn_text);
+    if (!checkpoint_command.lsn) {
+      std::fprintf(stderr,
+                   "--lsn: expected a decimal lsn or PostgreSQL's X/Y form such as 0/16B3748, "
+                   "got \"%s\"\n",
+                   lsn_text.c_str());
+      return kExitUsage;
+    }
+  }
   if (!*lsn && !*timestamp && !*beginning) {
     std::fputs("cdcd checkpoint set: one of --lsn, --timestamp or --beginning is required\n",
                stderr);

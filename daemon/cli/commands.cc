@@ -178,6 +178,49 @@ void print_checkpoint(const std::string& consumer, const std::optional<Checkpoin
               format_rfc3339(checkpoint->saved_at_us).c_str());
 }
 
+Source* source_of(const DaemonConfig& config, const ConsumerConfig& consumer) {
+  for (const auto& source : config.sources) {
+    if (source.name == consumer.source) return source.source.get();
+  }
+  return nullptr;
+}
+
+std::vector<std::string> consumers_of_source(const DaemonConfig& config,
+                                             const std::string& source) {
+  std::vector<std::string> names;
+  for (const auto& consumer : config.consumers) {
+    if (consumer.source == source) names.push_back(consumer.name);
+  }
+  return names;
+}
+
+// Why `what` cannot be done to a consumer of a source that cannot rewind; returns kExitUsage.
+int refuse_rewind(const ConsumerConfig& consumer, const std::string& what) {
+  std::fprintf(stderr,
+               "consumer %s: refused: %s. Its source %s cannot rewind: it keeps only the changes "
+               "after the position all its consumers have checkpointed (a PostgreSQL replication "
+               "slot), so a consumer cannot go back alone. A consumer that needs older changes "
+               "needs its own source (another slot); to start every consumer of %s over (with "
+               "`snapshot: initial`, from a new snapshot), reset them together: cdcd checkpoint "
+               "reset --all-consumers --consumer %s\n",
+               consumer.name.c_str(), what.c_str(), consumer.source.c_str(),
+               consumer.source.c_str(), consumer.name.c_str());
+  return kExitUsage;
+}
+
+// The lowest checkpoint of the source's consumers: a source that cannot rewind still holds what
+// follows it. nullopt when none has one.
+Result<std::optional<std::uint64_t>> lowest_checkpoint(OfflineConfig& offline,
+                                                       const std::string& source) {
+  std::optional<std::uint64_t> lowest;
+  for (const auto& name : consumers_of_source(offline.config, source)) {
+    auto checkpoint = offline.config.checkpoints.store->load(name);
+    if (!checkpoint) return tl::unexpected(checkpoint.error());
+    if (*checkpoint && (!lowest || (*checkpoint)->lsn < *lowest)) lowest = (*checkpoint)->lsn;
+  }
+  return lowest;
+}
+
 // Loads the config, checks the consumer exists and starts the checkpoint store.
 std::unique_ptr<OfflineConfig> open_for_checkpoint(const CheckpointCommand& command,
                                                    const PluginRegistry& registry, int* code) {
@@ -241,11 +284,21 @@ int command_checkpoint_reset(const CheckpointCommand& command, const PluginRegis
   int code = kExitOk;
   auto offline = open_for_checkpoint(command, registry, &code);
   if (!offline) return code;
-  if (auto removed = offline->config.checkpoints.store->remove(command.consumer); !removed) {
-    std::fprintf(stderr, "%s\n", removed.error().message.c_str());
-    return kExitRuntimeFailure;
+  const auto& consumer = *find_consumer(offline->config, command.consumer);
+  if (!command.all_consumers && !source_of(offline->config, consumer)->can_rewind()) {
+    return refuse_rewind(consumer,
+                         "resetting it alone would make it need changes its source "
+                         "no longer holds");
   }
-  std::printf("consumer %s: checkpoint removed\n", command.consumer.c_str());
+  std::vector<std::string> names{consumer.name};
+  if (command.all_consumers) names = consumers_of_source(offline->config, consumer.source);
+  for (const auto& name : names) {
+    if (auto removed = offline->config.checkpoints.store->remove(name); !removed) {
+      std::fprintf(stderr, "%s\n", removed.error().message.c_str());
+      return kExitRuntimeFailure;
+    }
+    std::printf("consumer %s: checkpoint removed\n", name.c_str());
+  }
   return kExitOk;
 }
 
@@ -254,6 +307,27 @@ int command_checkpoint_set(const CheckpointCommand& command, const PluginRegistr
   auto offline = open_for_checkpoint(command, registry, &code);
   if (!offline) return code;
   auto& store = *offline->config.checkpoints.store;
+  const auto& consumer = *find_consumer(offline->config, command.consumer);
+  if (!source_of(offline->config, consumer)->can_rewind()) {
+    if (!command.lsn) {
+      return refuse_rewind(consumer, command.timestamp
+                                         ? "--timestamp reads the source from its beginning"
+                                         : "--beginning needs the source from its beginning");
+    }
+    auto lowest = lowest_checkpoint(*offline, consumer.source);
+    if (!lowest) {
+      std::fprintf(stderr, "%s\n", lowest.error().message.c_str());
+      return kExitRuntimeFailure;
+    }
+    // Skipping ahead is fine; going below every checkpoint of the source may need changes it
+    // no longer holds.
+    if (*lowest && *command.lsn < **lowest) {
+      return refuse_rewind(consumer, "--lsn " + std::to_string(*command.lsn) +
+                                         " is below the lowest checkpoint of source " +
+                                         consumer.source + " (lsn " + std::to_string(**lowest) +
+                                         ")");
+    }
+  }
   std::optional<Checkpoint> target;
   if (command.lsn) {
     // The offset is unknown: the source finds the position by scanning for lsn + 1.
@@ -267,9 +341,8 @@ int command_checkpoint_set(const CheckpointCommand& command, const PluginRegistr
                    command.timestamp->c_str());
       return kExitUsage;
     }
-    const auto* consumer = find_consumer(offline->config, command.consumer);
     for (auto& source : offline->config.sources) {
-      if (source.name != consumer->source) continue;
+      if (source.name != consumer.source) continue;
       auto found = seek_timestamp(*source.source, *before);
       if (!found) {
         std::fprintf(stderr, "source %s: %s\n", source.name.c_str(), found.error().message.c_str());

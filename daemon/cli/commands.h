@@ -14,6 +14,7 @@ struct CheckpointCommand {
   std::optional<std::uint64_t> lsn;
   std::optional<std::string> timestamp;
   bool beginning = false;
+  bool all_consumers = false;  // reset: every consumer of the consumer's source
 };
 
 // Each returns the process exit code (see cli.h).

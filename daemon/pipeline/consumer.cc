@@ -111,6 +111,7 @@ StartPosition Consumer::start_position() const {
     position.has_resume = true;
     position.resume = *loaded_;
   }
+  position.consumers.push_back(ConsumerStart{name(), first_lsn_, first_timestamp_us_, loaded_});
   return position;
 }
 

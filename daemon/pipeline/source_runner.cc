@@ -18,9 +18,11 @@ constexpr std::size_t kChunkEvents = 512;
 // The Emitter handed to the source: buffers events per consumer and hands them over in chunks.
 class SourceRunner::FanOut : public Emitter {
  public:
-  FanOut(std::vector<Consumer*> consumers, const std::atomic<bool>& stop)
+  FanOut(std::vector<Consumer*> consumers, const std::atomic<bool>& stop,
+         std::vector<StoreEntity> store_entities)
       : consumers_(std::move(consumers)),
         stop_(stop),
+        store_entities_(std::move(store_entities)),
         chunks_(consumers_.size()),
         chunk_bytes_(consumers_.size(), 0),
         wanted_(consumers_.size(), false) {
@@ -28,6 +30,7 @@ class SourceRunner::FanOut : public Emitter {
   }
 
   void emit(SourceEvent&& event) override {
+    if (!store_entities_.empty() && is_store_write(event)) return;
     std::size_t bytes = byte_size(event);
     int last = -1;
     for (std::size_t i = 0; i < consumers_.size(); ++i) {
@@ -72,6 +75,24 @@ class SourceRunner::FanOut : public Emitter {
   }
 
  private:
+  // A change to the store's own entities, or the end of a transaction that held only such changes.
+  bool is_store_write(const SourceEvent& event) {
+    if (const auto* change = std::get_if<Change>(&event)) {
+      bool own = std::any_of(
+          store_entities_.begin(), store_entities_.end(), [&](const StoreEntity& entity) {
+            return entity.entity == change->entity && entity.source == change->source;
+          });
+      (own ? store_changes_ : other_changes_) = true;
+      return own;
+    }
+    if (std::holds_alternative<TransactionEnd>(event)) {
+      bool only_store = store_changes_ && !other_changes_;
+      store_changes_ = other_changes_ = false;
+      return only_store;
+    }
+    return false;
+  }
+
   void hand_over(std::size_t i) {
     if (chunks_[i].empty()) return;
     consumers_[i]->queue().push(std::move(chunks_[i]), chunk_bytes_[i]);
@@ -83,17 +104,22 @@ class SourceRunner::FanOut : public Emitter {
 
   std::vector<Consumer*> consumers_;
   const std::atomic<bool>& stop_;
+  std::vector<StoreEntity> store_entities_;
+  bool store_changes_ = false;  // in the current transaction
+  bool other_changes_ = false;
   std::vector<std::vector<SourceEvent>> chunks_;
   std::vector<std::size_t> chunk_bytes_;
   std::vector<char> wanted_;
 };
 
 SourceRunner::SourceRunner(std::string name, Source* source, std::vector<Consumer*> consumers,
-                           std::shared_ptr<spdlog::logger> log)
+                           std::shared_ptr<spdlog::logger> log,
+                           std::vector<StoreEntity> store_entities)
     : name_(std::move(name)),
       source_(source),
       consumers_(std::move(consumers)),
-      log_(std::move(log)) {}
+      log_(std::move(log)),
+      store_entities_(std::move(store_entities)) {}
 
 SourceRunner::~SourceRunner() {
   request_stop(Clock::now());
@@ -107,6 +133,9 @@ void SourceRunner::start() {
 void SourceRunner::request_stop(Clock::time_point deadline) {
   drain_deadline_ns_ = deadline.time_since_epoch().count();
   stop_ = true;
+  // A start() or poll() blocked on the log would otherwise hold the source thread past the
+  // deadline.
+  source_->interrupt();
 }
 
 void SourceRunner::join() {
@@ -123,13 +152,16 @@ bool SourceRunner::start_source() {
   // source may seek to it instead of scanning.
   StartPosition from;
   from.first_lsn = std::numeric_limits<std::uint64_t>::max();
+  std::vector<ConsumerStart> needs;
   for (Consumer* consumer : consumers_) {
     StartPosition wanted = consumer->start_position();
+    needs.insert(needs.end(), wanted.consumers.begin(), wanted.consumers.end());
     if (wanted.first_lsn < from.first_lsn ||
         (wanted.first_lsn == from.first_lsn && wanted.has_resume && !from.has_resume)) {
-      from = wanted;
+      from = std::move(wanted);
     }
   }
+  from.consumers = std::move(needs);
   Backoff backoff;
   while (!stop_) {
     auto started = source_->start(from);
@@ -153,7 +185,7 @@ bool SourceRunner::start_source() {
 }
 
 void SourceRunner::run() {
-  FanOut fan_out(consumers_, stop_);
+  FanOut fan_out(consumers_, stop_, store_entities_);
   bool started = start_source();
   Backoff backoff;
   while (started && !stop_) {

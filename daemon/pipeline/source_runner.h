@@ -10,6 +10,7 @@
 #include <spdlog/logger.h>
 
 #include "daemon/pipeline/consumer.h"
+#include "daemon/plugin/checkpoint_store.h"
 #include "daemon/plugin/source.h"
 
 namespace cdcd {
@@ -19,8 +20,11 @@ namespace cdcd {
 // is full, and tells the source what every consumer has durably checkpointed.
 class SourceRunner {
  public:
+  // Changes to `store_entities` (the checkpoint store's own table, when the source captures it) are
+  // never delivered, nor the end of a transaction that held nothing else: a checkpoint save must
+  // not be a change that causes another save.
   SourceRunner(std::string name, Source* source, std::vector<Consumer*> consumers,
-               std::shared_ptr<spdlog::logger> log);
+               std::shared_ptr<spdlog::logger> log, std::vector<StoreEntity> store_entities = {});
   ~SourceRunner();
   SourceRunner(const SourceRunner&) = delete;
   SourceRunner& operator=(const SourceRunner&) = delete;
@@ -47,6 +51,7 @@ class SourceRunner {
   Source* source_;
   std::vector<Consumer*> consumers_;
   std::shared_ptr<spdlog::logger> log_;
+  std::vector<StoreEntity> store_entities_;
   std::thread thread_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> ended_{false};

@@ -1,6 +1,9 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
 
 namespace cdcd {
 
@@ -16,6 +19,14 @@ struct Checkpoint {
   std::uint64_t segment = 0;
 };
 
+// What one consumer needs from its source.
+struct ConsumerStart {
+  std::string consumer;
+  std::uint64_t first_lsn = 0;           // changes with lsn >= first_lsn are wanted
+  std::int64_t first_timestamp_us = 0;   // and committed at or after this (`start: {timestamp}`)
+  std::optional<Checkpoint> checkpoint;  // the consumer's checkpoint, when it has one
+};
+
 // Where a source must start: the lowest position any of its consumers still needs.
 struct StartPosition {
   std::uint64_t first_lsn = 0;  // changes with lsn >= first_lsn are wanted
@@ -23,6 +34,11 @@ struct StartPosition {
   // to resume->offset instead of scanning, after verifying that the offset still fits its log.
   bool has_resume = false;
   Checkpoint resume;
+  // Each consumer's own need (empty when the caller is not the daemon, e.g. a test or the CLI).
+  // A source that cannot serve every position (a PostgreSQL slot keeps only what follows its
+  // confirmed position) uses it to refuse a start that would lose a consumer's changes, naming the
+  // consumer, and to know whether any consumer's checkpoint depends on what it still holds.
+  std::vector<ConsumerStart> consumers;
 };
 
 }  // namespace cdcd

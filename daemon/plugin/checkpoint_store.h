@@ -3,6 +3,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <spdlog/logger.h>
 
@@ -10,6 +11,13 @@
 #include "daemon/plugin/checkpoint.h"
 
 namespace cdcd {
+
+// A table (or other entity) the store writes to, named as a source's changes name it: `source` and
+// `entity` as in Change (PostgreSQL: the database and "schema.table").
+struct StoreEntity {
+  std::string source;
+  std::string entity;
+};
 
 struct CheckpointStoreContext {
   std::shared_ptr<spdlog::logger> log;
@@ -31,6 +39,11 @@ class CheckpointStore {
 
   // Forgets the consumer's checkpoint (it will start according to its `start` setting).
   virtual Status remove(const std::string& consumer) = 0;
+
+  // What the store writes to, when a source may capture it (a table in a database that a
+  // PostgreSQL source replicates FOR ALL TABLES): the runtime never delivers those changes, so a
+  // save is never a change that causes another save. Known after start().
+  virtual std::vector<StoreEntity> own_entities() const { return {}; }
 };
 
 }  // namespace cdcd

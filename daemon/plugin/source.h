@@ -69,6 +69,16 @@ class Source {
   // Releases connections and files. Called on the source thread, once, after the last poll().
   virtual void stop() {}
 
+  // Called from another thread when the daemon stops: a start() or poll() blocked on the log
+  // (e.g. a statement waiting on a database server) returns soon with an error. Afterwards only
+  // stop() is called. Default: nothing, for sources whose calls never block for long.
+  virtual void interrupt() {}
+
+  // False when the source cannot deliver again what precedes its consumers' positions (a
+  // PostgreSQL slot keeps only what follows its confirmed position): `cdcd checkpoint` then
+  // refuses to rewind a consumer, and `reset` of one consumer alone. Thread-safe, no I/O.
+  virtual bool can_rewind() const { return true; }
+
   // How far the log extends past the position (lsn, offset), in bytes. Thread-safe.
   virtual std::uint64_t bytes_behind(std::uint64_t lsn, std::uint64_t offset) const = 0;
 

@@ -181,9 +181,9 @@ Status Daemon::start_consumers() {
       log_->warn("source {} has no consumer and is not read", source.name);
       continue;
     }
-    runners_.push_back(std::make_unique<SourceRunner>(source.name, source.source.get(),
-                                                      std::move(consumers),
-                                                      make_logger("source." + source.name)));
+    runners_.push_back(std::make_unique<SourceRunner>(
+        source.name, source.source.get(), std::move(consumers),
+        make_logger("source." + source.name), config_.checkpoints.store->own_entities()));
   }
   // Holding the lock: shutdown() either sees no thread started, or every one of them.
   std::lock_guard lock(startup_mutex_);

@@ -1,8 +1,8 @@
 #include "sources/postgres/pg_connection.h"
 
+#include <poll.h>
+
 #include <array>
-#include <charconv>
-#include <cstdio>
 
 namespace cdcd::postgres {
 
@@ -102,6 +102,7 @@ PgConnection& PgConnection::operator=(PgConnection&& other) noexcept {
   if (this != &other) {
     close();
     conn_ = std::exchange(other.conn_, nullptr);
+    interrupt_ = other.interrupt_;
   }
   return *this;
 }
@@ -137,10 +138,9 @@ Result<PgConnection> PgConnection::connect(const std::string& dsn,
 }
 
 Result<PgResult> PgConnection::exec(const std::string& sql) {
-  PgResult result(PQexec(conn_, sql.c_str()));
-  auto status = PQresultStatus(result.get());
-  if (result && (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK)) return result;
-  return tl::unexpected(statement_error(conn_, result.get(), "query failed"));
+  if (interrupt_ == nullptr) return checked(PgResult(PQexec(conn_, sql.c_str())));
+  if (interrupt_->load()) return fail_retryable("interrupted: the source is stopping");
+  return wait_for_result(PQsendQuery(conn_, sql.c_str()) == 1);
 }
 
 Result<PgResult> PgConnection::exec_params(const std::string& sql,
@@ -148,11 +148,50 @@ Result<PgResult> PgConnection::exec_params(const std::string& sql,
   std::vector<const char*> values;
   values.reserve(params.size());
   for (const auto& param : params) values.push_back(param ? param->c_str() : nullptr);
-  PgResult result(PQexecParams(conn_, sql.c_str(), static_cast<int>(values.size()), nullptr,
-                               values.data(), nullptr, nullptr, 0));
+  const int count = static_cast<int>(values.size());
+  if (interrupt_ == nullptr) {
+    return checked(PgResult(
+        PQexecParams(conn_, sql.c_str(), count, nullptr, values.data(), nullptr, nullptr, 0)));
+  }
+  if (interrupt_->load()) return fail_retryable("interrupted: the source is stopping");
+  return wait_for_result(PQsendQueryParams(conn_, sql.c_str(), count, nullptr, values.data(),
+                                           nullptr, nullptr, 0) == 1);
+}
+
+Result<PgResult> PgConnection::checked(PgResult result) {
   auto status = PQresultStatus(result.get());
   if (result && (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK)) return result;
   return tl::unexpected(statement_error(conn_, result.get(), "query failed"));
+}
+
+Result<PgResult> PgConnection::wait_for_result(bool sent) {
+  if (!sent) return checked(PgResult());
+  bool cancelled = false;
+  while (PQisBusy(conn_)) {
+    if (!cancelled && interrupt_->load()) {
+      // From this thread, so that no cancel can reach the server before the statement does.
+      if (PGcancel* cancel = PQgetCancel(conn_)) {
+        char error[256];
+        PQcancel(cancel, error, sizeof error);
+        PQfreeCancel(cancel);
+      }
+      cancelled = true;
+    }
+    pollfd fd{PQsocket(conn_), POLLIN, 0};
+    ::poll(&fd, 1, kInterruptCheckMs);
+    if (PQconsumeInput(conn_) == 0) break;  // lost: PQgetResult reports it
+  }
+  // Like PQexec: the last result of a statement list, or the first error.
+  PgResult last;
+  while (PGresult* next = PQgetResult(conn_)) {
+    PgResult result(next);
+    auto status = PQresultStatus(next);
+    if (last && status != PGRES_FATAL_ERROR && PQresultStatus(last.get()) == PGRES_FATAL_ERROR) {
+      continue;
+    }
+    last = std::move(result);
+  }
+  return checked(std::move(last));
 }
 
 std::string PgConnection::quote_identifier(std::string_view name) const {
@@ -209,27 +248,6 @@ std::optional<std::string> first_value(const PGresult* result) {
     return std::nullopt;
   }
   return std::string(PQgetvalue(result, 0, 0));
-}
-
-std::optional<std::uint64_t> parse_lsn(std::string_view text) {
-  auto slash = text.find('/');
-  if (slash == std::string_view::npos) return std::nullopt;
-  std::uint32_t high = 0;
-  std::uint32_t low = 0;
-  auto first = std::from_chars(text.data(), text.data() + slash, high, 16);
-  auto second = std::from_chars(text.data() + slash + 1, text.data() + text.size(), low, 16);
-  if (first.ec != std::errc() || first.ptr != text.data() + slash || second.ec != std::errc() ||
-      second.ptr != text.data() + text.size()) {
-    return std::nullopt;
-  }
-  return (static_cast<std::uint64_t>(high) << 32) | low;
-}
-
-std::string format_lsn(std::uint64_t lsn) {
-  char buffer[32];
-  std::snprintf(buffer, sizeof buffer, "%X/%X", static_cast<unsigned>(lsn >> 32),
-                static_cast<unsigned>(lsn & 0xffffffffu));
-  return buffer;
 }
 
 }  // namespace cdcd::postgres

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <string>
@@ -39,7 +40,8 @@ class PgConnection {
  public:
   PgConnection() = default;
   ~PgConnection();
-  PgConnection(PgConnection&& other) noexcept : conn_(std::exchange(other.conn_, nullptr)) {}
+  PgConnection(PgConnection&& other) noexcept
+      : conn_(std::exchange(other.conn_, nullptr)), interrupt_(other.interrupt_) {}
   PgConnection& operator=(PgConnection&& other) noexcept;
   PgConnection(const PgConnection&) = delete;
   PgConnection& operator=(const PgConnection&) = delete;
@@ -50,6 +52,11 @@ class PgConnection {
   PGconn* get() const { return conn_; }
   bool ok() const { return conn_ != nullptr && PQstatus(conn_) == CONNECTION_OK; }
   void close();
+
+  // While `*flag` is set, statements are not started, and one running is cancelled within
+  // kInterruptCheckMs: another thread can end a statement that blocks (CREATE_REPLICATION_SLOT
+  // waits for every running transaction) by setting the flag. Null: plain blocking calls.
+  void set_interrupt(const std::atomic<bool>* flag) { interrupt_ = flag; }
 
   // Runs one statement (or a simple-protocol list of them); the last result must be a command
   // completion or rows.
@@ -64,8 +71,14 @@ class PgConnection {
   std::string describe() const;
 
  private:
+  static constexpr int kInterruptCheckMs = 100;
+
   explicit PgConnection(PGconn* conn) : conn_(conn) {}
+  Result<PgResult> checked(PgResult result);
+  Result<PgResult> wait_for_result(bool sent);
+
   PGconn* conn_ = nullptr;
+  const std::atomic<bool>* interrupt_ = nullptr;
 };
 
 // The error of a failed statement: "what: SQLSTATE message". Retryable when the connection was
@@ -77,9 +90,5 @@ std::string sqlstate(const PGresult* result);
 
 // The first column of the first row as text, or nullopt when NULL or absent.
 std::optional<std::string> first_value(const PGresult* result);
-
-// "16/B374D848" → 0x16B374D848; nullopt when malformed.
-std::optional<std::uint64_t> parse_lsn(std::string_view text);
-std::string format_lsn(std::uint64_t lsn);
 
 }  // namespace cdcd::postgres

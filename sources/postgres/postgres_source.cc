@@ -10,6 +10,7 @@
 #include <prometheus/gauge.h>
 #include <spdlog/spdlog.h>
 
+#include "daemon/core/lsn.h"
 #include "sources/postgres/pgoutput.h"
 
 namespace cdcd::postgres {
@@ -86,21 +87,27 @@ Status PostgresSource::start(const StartPosition& from) {
 
   auto sql = PgConnection::connect(options_.dsn, source_overrides(options_.dsn));
   if (!sql) return tl::unexpected(sql.error());
-  sql_ = std::move(*sql);
+  sql_ = interruptible(std::move(*sql));
   where_ = sql_.describe();
 
   if (auto checked = check_server(); !checked) return checked;
   auto tables = resolve_tables();
   if (!tables) return tl::unexpected(tables.error());
   if (auto published = ensure_publication(*tables); !published) return published;
-  auto slot_exists = check_slot(from.first_lsn);
-  if (!slot_exists) return tl::unexpected(slot_exists.error());
-  if (!*slot_exists && !options_.create_slot) {
-    return fail("replication slot \"" + options_.slot + "\" does not exist on " + where_ +
-                " and create_slot is false");
+  auto slot = inspect_slot();
+  if (!slot) return tl::unexpected(slot.error());
+  auto action = plan_slot(*slot, from);
+  if (!action) return tl::unexpected(action.error());
+  if (*action != SlotAction::kStream && !options_.create_slot) {
+    return fail("replication slot \"" + options_.slot + "\" " +
+                (slot->exists ? "needs a new initial snapshot" : "does not exist") + " on " +
+                where_ + " and create_slot is false");
+  }
+  if (*action == SlotAction::kRecreate) {
+    if (auto dropped = drop_slot(*slot, from.first_lsn); !dropped) return dropped;
   }
   if (auto connected = connect_replication(); !connected) return connected;
-  if (!*slot_exists) {
+  if (*action != SlotAction::kStream) {
     if (auto created = create_slot_and_snapshot(); !created) return created;
   }
   if (!snapshot_) {
@@ -126,6 +133,7 @@ Status PostgresSource::check_server() {
   std::string user = PQgetvalue(row, 0, 2);
   database_ = PQgetvalue(row, 0, 3);
   int version = std::atoi(PQgetvalue(row, 0, 4));
+  server_version_ = version;
   if (version < 100000) {
     return fail("PostgreSQL " + std::to_string(version) + " on " + where_ +
                 " is too old: logical replication with pgoutput needs version 10 or later");
@@ -209,7 +217,8 @@ Status PostgresSource::ensure_publication(const std::vector<SnapshotTable>& tabl
   return ok();
 }
 
-Result<bool> PostgresSource::check_slot(std::uint64_t first_lsn) {
+Result<SlotFacts> PostgresSource::inspect_slot() {
+  SlotFacts facts{options_.slot, where_, false, 0, options_.initial_snapshot};
   auto give_up = Clock::now() + options_.slot_busy_grace;
   while (true) {
     auto result = sql_.exec_params(
@@ -218,7 +227,7 @@ Result<bool> PostgresSource::check_slot(std::uint64_t first_lsn) {
         {options_.slot});
     if (!result) return tl::unexpected(with_context(result.error(), "reading replication slots"));
     PGresult* row = result->get();
-    if (PQntuples(row) == 0) return false;
+    if (PQntuples(row) == 0) return facts;
     std::string slot = "replication slot \"" + options_.slot + "\"";
     if (std::string(PQgetvalue(row, 0, 0)) != "logical") {
       return fail(slot + " is a physical slot; cdcd needs a logical one");
@@ -233,35 +242,34 @@ Result<bool> PostgresSource::check_slot(std::uint64_t first_lsn) {
     }
     if (!PQgetisnull(row, 0, 3)) {
       // A walsender whose client just died (e.g. a killed cdcd) lets go within moments.
-      if (Clock::now() < give_up) {
+      if (Clock::now() < give_up && !interrupted_) {
         std::this_thread::sleep_for(std::chrono::milliseconds(200));
         continue;
       }
       return fail(slot + " is in use by another process (walsender pid " + PQgetvalue(row, 0, 3) +
                   ") on " + where_ + "; two readers cannot share a slot");
     }
-    auto confirmed = parse_lsn(PQgetisnull(row, 0, 4) ? "" : PQgetvalue(row, 0, 4));
-    if (confirmed && first_lsn < *confirmed) {
-      if (options_.initial_snapshot) {
-        // No consumer has checkpointed the snapshot this slot was made with (a crash cut it
-        // short): the slot cannot replay it, so take a new one.
-        log_->warn(
-            "postgres source {}: {} is at {} but consumers need {}; dropping it to take a new "
-            "initial snapshot",
-            context_.name, slot, format_lsn(*confirmed), format_lsn(first_lsn));
-        auto dropped = sql_.exec_params("SELECT pg_drop_replication_slot($1)", {options_.slot});
-        if (!dropped) return tl::unexpected(with_context(dropped.error(), "dropping " + slot));
-        return false;
-      }
-      if (first_lsn > 0) {
-        log_->warn(
-            "postgres source {}: {} starts at {}; changes before it that a consumer asked "
-            "for ({}) are no longer retained",
-            context_.name, slot, format_lsn(*confirmed), format_lsn(first_lsn));
-      }
-    }
-    return true;
+    facts.exists = true;
+    facts.confirmed_lsn =
+        parse_lsn(PQgetisnull(row, 0, 4) ? "" : PQgetvalue(row, 0, 4)).value_or(0);
+    return facts;
   }
+}
+
+Status PostgresSource::drop_slot(const SlotFacts& slot, std::uint64_t first_lsn) {
+  // No consumer holds a checkpoint (a crash cut the snapshot short, or every checkpoint was
+  // removed): nothing depends on what the slot holds, and a new one brings a new snapshot.
+  log_->warn(
+      "postgres source {}: replication slot {} is at lsn {} but consumers without a checkpoint "
+      "need lsn {}; no consumer has a checkpoint, so it is dropped to take a new initial snapshot",
+      context_.name, options_.slot, describe_pg_lsn(slot.confirmed_lsn),
+      describe_pg_lsn(first_lsn));
+  auto dropped = sql_.exec_params("SELECT pg_drop_replication_slot($1)", {options_.slot});
+  if (!dropped) {
+    return tl::unexpected(
+        with_context(dropped.error(), "dropping replication slot \"" + options_.slot + "\""));
+  }
+  return ok();
 }
 
 Status PostgresSource::connect_replication() {
@@ -270,14 +278,13 @@ Status PostgresSource::connect_replication() {
   overrides.emplace_back("application_name", "cdcd");
   auto repl = PgConnection::connect(options_.dsn, overrides);
   if (!repl) return tl::unexpected(repl.error());
-  repl_ = std::move(*repl);
+  repl_ = interruptible(std::move(*repl));
   return ok();
 }
 
 Status PostgresSource::create_slot_and_snapshot() {
-  std::string command = "CREATE_REPLICATION_SLOT " + repl_.quote_identifier(options_.slot) +
-                        " LOGICAL pgoutput (SNAPSHOT '" +
-                        (options_.initial_snapshot ? "export" : "nothing") + "')";
+  std::string command = create_slot_command(repl_.quote_identifier(options_.slot),
+                                            options_.initial_snapshot, server_version_);
   auto created = repl_.exec(command);
   if (!created) {
     return tl::unexpected(
@@ -285,13 +292,14 @@ Status PostgresSource::create_slot_and_snapshot() {
   }
   PGresult* row = created->get();
   auto consistent = parse_lsn(PQgetvalue(row, 0, 1));
-  log_->info("postgres source {}: created replication slot {} at {}", context_.name, options_.slot,
-             PQgetvalue(row, 0, 1));
+  log_->info("postgres source {}: created replication slot {} at lsn {}", context_.name,
+             options_.slot, describe_pg_lsn(consistent.value_or(0)));
   if (!options_.initial_snapshot) return ok();
   if (!consistent || *consistent == 0) return fail("unexpected CREATE_REPLICATION_SLOT result");
 
   auto snapshot_conn = PgConnection::connect(options_.dsn, source_overrides(options_.dsn));
   if (!snapshot_conn) return tl::unexpected(snapshot_conn.error());
+  snapshot_conn->set_interrupt(&interrupted_);
   auto began = snapshot_conn->exec(
       "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT " +
       snapshot_conn->quote_literal(PQgetvalue(row, 0, 2)));
@@ -304,8 +312,8 @@ Status PostgresSource::create_slot_and_snapshot() {
     if (!snapshot_rows_) return nullptr;
     return &snapshot_rows_->Add({{"source", context_.name}, {"table", table}});
   };
-  log_->info("postgres source {}: initial snapshot of {} tables at {}", context_.name,
-             tables->size(), format_lsn(*consistent));
+  log_->info("postgres source {}: initial snapshot of {} tables at lsn {}", context_.name,
+             tables->size(), describe_pg_lsn(*consistent));
   snapshot_ = std::make_unique<SnapshotReader>(std::move(*snapshot_conn), std::move(*tables),
                                                snapshot_position_, log_, counter);
   return ok();
@@ -329,9 +337,9 @@ Result<std::vector<SnapshotTable>> PostgresSource::published_tables(PgConnection
 }
 
 Status PostgresSource::start_streaming(bool slot_busy_is_permanent) {
-  std::string command = "START_REPLICATION SLOT " + repl_.quote_identifier(options_.slot) +
-                        " LOGICAL 0/0 (proto_version '1', publication_names " +
-                        publication_names_literal(options_.publication) + ", messages 'true')";
+  std::string command =
+      start_replication_command(repl_.quote_identifier(options_.slot),
+                                publication_names_literal(options_.publication), server_version_);
   PgResult result(PQexec(repl_.get(), command.c_str()));
   if (PQresultStatus(result.get()) != PGRES_COPY_BOTH) {
     Error error = statement_error(repl_.get(), result.get(), "START_REPLICATION failed");
@@ -354,9 +362,14 @@ Result<PgConnection*> PostgresSource::sql() {
   if (!sql_.ok()) {
     auto conn = PgConnection::connect(options_.dsn, source_overrides(options_.dsn));
     if (!conn) return tl::unexpected(conn.error());
-    sql_ = std::move(*conn);
+    sql_ = interruptible(std::move(*conn));
   }
   return &sql_;
+}
+
+PgConnection PostgresSource::interruptible(PgConnection conn) {
+  conn.set_interrupt(&interrupted_);
+  return conn;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -629,6 +642,7 @@ Status PostgresSource::send_status(bool reply_requested) {
 }
 
 void PostgresSource::monitor() {
+  if (interrupted_) return;
   auto now = Clock::now();
   auto conn = sql();
   Status status = ok();

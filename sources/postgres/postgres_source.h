@@ -12,6 +12,7 @@
 #include "daemon/plugin/source.h"
 #include "sources/postgres/pg_connection.h"
 #include "sources/postgres/relation_cache.h"
+#include "sources/postgres/slot_plan.h"
 #include "sources/postgres/snapshot_reader.h"
 #include "sources/postgres/transaction_buffer.h"
 
@@ -51,6 +52,8 @@ class PostgresSource : public Source {
   void stop() override;
   std::uint64_t bytes_behind(std::uint64_t lsn, std::uint64_t offset) const override;
   bool connected() const override { return connected_.load(); }
+  void interrupt() override { interrupted_ = true; }
+  bool can_rewind() const override { return false; }
 
  private:
   using Clock = std::chrono::steady_clock;
@@ -68,13 +71,16 @@ class PostgresSource : public Source {
   Status check_server();
   Result<std::vector<SnapshotTable>> resolve_tables();
   Status ensure_publication(const std::vector<SnapshotTable>& tables);
-  Result<bool> check_slot(std::uint64_t first_lsn);  // true: the slot exists and is usable
+  Result<SlotFacts> inspect_slot();
+  Status drop_slot(const SlotFacts& slot, std::uint64_t first_lsn);
   Status create_slot_and_snapshot();
   Result<std::vector<SnapshotTable>> published_tables(PgConnection& conn);
 
   Status connect_replication();
   Status start_streaming(bool slot_busy_is_permanent);
   Result<PgConnection*> sql();
+  // Makes the connection's statements end when interrupt() is called.
+  PgConnection interruptible(PgConnection conn);
 
   // poll() parts.
   Result<PollOutcome> poll_disconnected(Emitter& out, Deadline deadline);
@@ -100,6 +106,7 @@ class PostgresSource : public Source {
   PgConnection repl_;  // replication=database, in COPY BOTH while streaming
   bool streaming_ = false;
   std::string database_;
+  int server_version_ = 0;  // server_version_num
   std::unique_ptr<SnapshotReader> snapshot_;
   SnapshotReader::Position snapshot_position_;
 
@@ -117,6 +124,8 @@ class PostgresSource : public Source {
   std::uint64_t received_lsn_ = 0;
   std::atomic<std::uint64_t> head_lsn_{0};
   std::atomic<bool> connected_{false};
+  // Set by interrupt(): the connections' statements are cancelled, and start() and poll() return.
+  std::atomic<bool> interrupted_{false};
 
   Clock::time_point next_status_{};
   Clock::time_point next_monitor_{};

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "daemon/config/node.h"
+#include "daemon/core/lsn.h"
 #include "daemon/plugin/registry.h"
 #include "sources/postgres/pg_connection.h"
 #include "sources/postgres/postgres_source.h"
@@ -651,6 +652,204 @@ TEST_F(PostgresSourceTest, InterruptedSnapshotIsTakenAgainOnRestart) {
   auto changes = out.changes();
   EXPECT_EQ(changes.size(), 101u);
   for (const auto& change : changes) EXPECT_EQ(change.operation, Operation::kRead);
+}
+
+// --- The slot and the consumers' positions ------------------------------------------------
+
+ConsumerStart with_checkpoint(const std::string& name, std::uint64_t lsn,
+                              std::int64_t commit_time_us = 0) {
+  return ConsumerStart{name, lsn + 1, 0, Checkpoint{lsn, 0, commit_time_us, 0, 0}};
+}
+
+StartPosition position_of(std::vector<ConsumerStart> consumers) {
+  StartPosition from;
+  from.first_lsn = ~0ull;
+  for (const auto& consumer : consumers)
+    from.first_lsn = std::min(from.first_lsn, consumer.first_lsn);
+  from.consumers = std::move(consumers);
+  return from;
+}
+
+TEST_F(PostgresSourceTest, CheckpointBehindTheSlotIsAnErrorNamingTheConsumer) {
+  sql("CREATE TABLE t (id int PRIMARY KEY)");
+  std::vector<TransactionEnd> ends;
+  {
+    auto& source = start_source(options());
+    for (int i = 1; i <= 3; ++i) sql("INSERT INTO t VALUES (" + std::to_string(i) + ")");
+    RecordingEmitter out;
+    ASSERT_TRUE(poll_until(source, out, [&] { return out.ends().size() == 3; }));
+    ends = out.ends();
+    source.commit(ends[1].lsn);
+    ASSERT_TRUE(poll_until(source, out, [&] { return confirmed_flush() == ends[1].lsn; }));
+    source.stop();
+  }
+  // A restored checkpoint store: consumer a's checkpoint precedes what the slot holds.
+  auto& behind = make_source(options());
+  auto started = behind.start(
+      position_of({with_checkpoint("a", ends[0].lsn), with_checkpoint("b", ends[2].lsn)}));
+  ASSERT_FALSE(started.has_value());
+  EXPECT_FALSE(started.error().retryable);
+  EXPECT_NE(started.error().message.find("consumer a resumes after its checkpoint"),
+            std::string::npos)
+      << started.error().message;
+  EXPECT_EQ(started.error().message.find("consumer b"), std::string::npos)
+      << started.error().message;
+  behind.stop();
+  EXPECT_EQ(confirmed_flush(), ends[1].lsn);
+  // At the slot's position it streams what follows.
+  auto& resumed = make_source(options());
+  ASSERT_TRUE(resumed.start(position_of({with_checkpoint("a", ends[1].lsn)})));
+  RecordingEmitter out;
+  ASSERT_TRUE(poll_until(resumed, out, [&] { return out.ends().size() == 1; }));
+  EXPECT_EQ(out.ends()[0].lsn, ends[2].lsn);
+}
+
+TEST_F(PostgresSourceTest, ConsumerWithoutTheSnapshotNeverCostsTheSlot) {
+  sql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1), (2), (3)");
+  auto opts = options();
+  opts.initial_snapshot = true;
+  std::uint64_t snapshot_lsn = 0;
+  {
+    auto& source = start_source(opts);
+    RecordingEmitter out;
+    ASSERT_TRUE(poll_until(source, out, [&] { return out.ends().size() == 1; }));
+    // The snapshot sorts just before the slot's position: checkpointing it leaves the slot there.
+    snapshot_lsn = out.ends()[0].lsn;
+    EXPECT_EQ(confirmed_flush(), snapshot_lsn + 1);
+    source.stop();
+  }
+  sql("DELETE FROM t WHERE id = 2");
+  auto& added = make_source(opts);
+  auto started =
+      added.start(position_of({with_checkpoint("a", snapshot_lsn), ConsumerStart{"b", 0, 0, {}}}));
+  ASSERT_FALSE(started.has_value());
+  EXPECT_NE(started.error().message.find("consumer b has no checkpoint"), std::string::npos)
+      << started.error().message;
+  added.stop();
+  // The slot was kept: consumer a still gets the delete, and no second snapshot.
+  auto& resumed = make_source(opts);
+  ASSERT_TRUE(resumed.start(position_of({with_checkpoint("a", snapshot_lsn)})));
+  RecordingEmitter out;
+  ASSERT_TRUE(poll_until(resumed, out, [&] { return out.ends().size() == 1; }));
+  auto changes = out.changes();
+  ASSERT_EQ(changes.size(), 1u);
+  EXPECT_EQ(changes[0].operation, Operation::kDelete);
+  EXPECT_EQ(parse(changes[0].key), json({{"id", 2}}));
+}
+
+TEST_F(PostgresSourceTest, InterruptEndsASlotCreationWaitingForATransaction) {
+  sql("CREATE TABLE t (id int PRIMARY KEY)");
+  // CREATE_REPLICATION_SLOT waits until every transaction running when it began has ended.
+  PgSession open_transaction(server_->dsn(db_));
+  open_transaction.execute("BEGIN; INSERT INTO t VALUES (1)");
+  auto& source = make_source(options());
+  std::atomic<bool> returned{false};
+  Status started = ok();
+  std::thread starter([&] {
+    started = source.start(StartPosition{});
+    returned = true;
+  });
+  ASSERT_TRUE(test::wait_until([&] {
+    return value(
+               "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender' AND "
+               "state = 'active'") == "1";
+  }));
+  source.interrupt();
+  bool ended = test::wait_until([&] { return returned.load(); }, std::chrono::seconds(5));
+  open_transaction.execute("COMMIT");  // lets a start() that ignored the interrupt finish
+  starter.join();
+  EXPECT_TRUE(ended) << "start() went on after interrupt()";
+  EXPECT_FALSE(started.has_value());
+  source.stop();
+}
+
+// Pure decisions: no server needed.
+
+SlotFacts slot_at(std::uint64_t confirmed, bool initial_snapshot) {
+  return SlotFacts{"s", "host=h", true, confirmed, initial_snapshot};
+}
+
+TEST(SlotPlanTest, ASlotIsMadeOnlyWhenNoCheckpointDependsOnIt) {
+  SlotFacts missing{"s", "host=h", false, 0, true};
+  EXPECT_EQ(plan_slot(missing, position_of({ConsumerStart{"a", 0, 0, {}}})), SlotAction::kCreate);
+  auto refused = plan_slot(missing, position_of({with_checkpoint("a", 100)}));
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_NE(refused.error().message.find("consumers a have checkpoints"), std::string::npos)
+      << refused.error().message;
+  // Nobody holds a checkpoint: a new snapshot serves everyone.
+  EXPECT_EQ(plan_slot(slot_at(500, true), position_of({ConsumerStart{"a", 0, 0, {}}})),
+            SlotAction::kRecreate);
+  // ... but never under a checkpoint.
+  auto added = plan_slot(slot_at(500, true),
+                         position_of({with_checkpoint("a", 499), ConsumerStart{"b", 0, 0, {}}}));
+  ASSERT_FALSE(added.has_value());
+  EXPECT_NE(added.error().message.find("consumer b has no checkpoint"), std::string::npos);
+  EXPECT_NE(added.error().message.find("own source"), std::string::npos);
+  EXPECT_NE(added.error().message.find("checkpoint reset --all-consumers"), std::string::npos);
+}
+
+TEST(SlotPlanTest, WhatEachKindOfStartNeeds) {
+  // Without a snapshot the source begins where the slot is.
+  EXPECT_EQ(plan_slot(slot_at(500, false),
+                      position_of({with_checkpoint("a", 700), ConsumerStart{"b", 0, 0, {}}})),
+            SlotAction::kStream);
+  // start: {lsn} below the slot.
+  auto lsn = plan_slot(slot_at(500, false), position_of({ConsumerStart{"b", 300, 0, {}}}));
+  ASSERT_FALSE(lsn.has_value());
+  EXPECT_NE(lsn.error().message.find("consumer b has no checkpoint and starts at lsn 300"),
+            std::string::npos)
+      << lsn.error().message;
+  EXPECT_EQ(plan_slot(slot_at(500, false), position_of({ConsumerStart{"b", 500, 0, {}}})),
+            SlotAction::kStream);
+  // start: {timestamp}: a checkpoint at the slot's position committed before it shows that the
+  // slot holds everything from then on.
+  const std::int64_t t = 1763719200000000;
+  EXPECT_EQ(plan_slot(slot_at(500, true), position_of({with_checkpoint("a", 499, t - 1),
+                                                       ConsumerStart{"c", 0, t, {}}})),
+            SlotAction::kStream);
+  auto late =
+      plan_slot(slot_at(500, true),
+                position_of({with_checkpoint("a", 499, t + 1), ConsumerStart{"c", 0, t, {}}}));
+  ASSERT_FALSE(late.has_value());
+  EXPECT_NE(late.error().message.find("consumer c has no checkpoint and starts at 2025-11-21"),
+            std::string::npos)
+      << late.error().message;
+  // Without consumer details (not the daemon), the position alone.
+  StartPosition anonymous;
+  anonymous.first_lsn = 400;
+  EXPECT_FALSE(plan_slot(slot_at(500, false), anonymous).has_value());
+  anonymous.first_lsn = 500;
+  EXPECT_EQ(plan_slot(slot_at(500, false), anonymous), SlotAction::kStream);
+}
+
+TEST(SlotPlanTest, CommandsFollowTheServerVersion) {
+  // `messages` exists from PostgreSQL 14 on; before, the option is an error.
+  EXPECT_EQ(start_replication_command("\"s\"", "'\"p\"'", 130000),
+            "START_REPLICATION SLOT \"s\" LOGICAL 0/0 (proto_version '1', publication_names "
+            "'\"p\"')");
+  EXPECT_EQ(start_replication_command("\"s\"", "'\"p\"'", 140000),
+            "START_REPLICATION SLOT \"s\" LOGICAL 0/0 (proto_version '1', publication_names "
+            "'\"p\"', messages 'true')");
+  // CREATE_REPLICATION_SLOT's parenthesized options exist from PostgreSQL 15 on.
+  EXPECT_EQ(create_slot_command("\"s\"", true, 100000),
+            "CREATE_REPLICATION_SLOT \"s\" LOGICAL pgoutput EXPORT_SNAPSHOT");
+  EXPECT_EQ(create_slot_command("\"s\"", false, 140000),
+            "CREATE_REPLICATION_SLOT \"s\" LOGICAL pgoutput NOEXPORT_SNAPSHOT");
+  EXPECT_EQ(create_slot_command("\"s\"", true, 150000),
+            "CREATE_REPLICATION_SLOT \"s\" LOGICAL pgoutput (SNAPSHOT 'export')");
+}
+
+TEST(LsnTest, DecimalAndPostgresForms) {
+  EXPECT_EQ(parse_lsn("0/16B3748"), 0x16B3748u);
+  EXPECT_EQ(parse_lsn("16/B374D848"), 0x16B374D848u);
+  EXPECT_EQ(parse_lsn("23803720"), 23803720u);
+  EXPECT_EQ(parse_lsn(""), std::nullopt);
+  EXPECT_EQ(parse_lsn("0/"), std::nullopt);
+  EXPECT_EQ(parse_lsn("1/2/3"), std::nullopt);
+  EXPECT_EQ(parse_lsn("12x"), std::nullopt);
+  EXPECT_EQ(parse_lsn("100000000/0"), std::nullopt);
+  EXPECT_EQ(format_pg_lsn(0x16B374D848u), "16/B374D848");
+  EXPECT_EQ(describe_pg_lsn(23803720), "23803720 (0/16B3748)");
 }
 
 // --- Misconfiguration: clear, permanent errors ----------------------------------------------

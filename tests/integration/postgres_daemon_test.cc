@@ -2,7 +2,10 @@
 // under a write load, restarted from its checkpoints, and compared with the tables afterwards.
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
+#include <functional>
+#include <iostream>
 #include <map>
 #include <random>
 #include <set>
@@ -11,6 +14,8 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "daemon/core/lsn.h"
+#include "tests/support/daemon_fixture.h"
 #include "tests/support/postgres_server.h"
 #include "tests/support/test_util.h"
 
@@ -65,18 +70,42 @@ class PostgresDaemonTest : public ::testing::Test {
   void TearDown() override { server_.drop_database(db_); }
 
   void write_config(const std::string& source_extra) {
+    write_config_with_consumers(source_extra, {"all"});
+  }
+
+  // One file sink per consumer (out.jsonl for "all", NAME.jsonl otherwise), file checkpoints.
+  // `options`: extra flow-map entries of a consumer, e.g. {"b", "entities: [public.t]"}; without
+  // `batch:` among them, batches of 500 changes or 20 ms.
+  void write_config_with_consumers(const std::string& source_extra,
+                                   const std::vector<std::string>& consumers,
+                                   const std::map<std::string, std::string>& options = {}) {
+    std::string sinks = "sinks:\n";
+    std::string consumer_map = "consumers:\n";
+    for (const auto& name : consumers) {
+      sinks += "  " + name + ": {type: file, path: " + output_of(name) +
+               ", format: native, fsync: never}\n";
+      auto extra = options.find(name);
+      std::string settings = extra == options.end() ? "" : extra->second;
+      if (settings.find("batch:") == std::string::npos) {
+        settings +=
+            std::string(settings.empty() ? "" : ", ") + "batch: {max_events: 500, max_wait: 20ms}";
+      }
+      consumer_map += "  " + name + ": {source: pg, sinks: [" + name + "], " + settings + "}\n";
+    }
     test::write_file(config_, "sources:\n  pg:\n    type: postgres\n    dsn: \"" +
                                   server_.dsn(db_) +
                                   "\"\n    slot: cdcd_test\n    publication: cdcd_test\n"
                                   "    status_interval: 200ms\n    heartbeat: 500ms\n" +
-                                  source_extra + "sinks:\n  out: {type: file, path: " + output_ +
-                                  ", format: native, fsync: never}\n"
-                                  "checkpoints: {type: file, dir: " +
-                                  dir_.file("checkpoints") +
-                                  ", interval: 200ms}\n"
-                                  "consumers:\n  all: {source: pg, sinks: [out], batch: "
-                                  "{max_events: 500, max_wait: 20ms}}\n"
-                                  "log: {level: info}\n");
+                                  source_extra + sinks +
+                                  "checkpoints: {type: file, dir: " + dir_.file("checkpoints") +
+                                  ", interval: 200ms}\n" + consumer_map + "log: {level: info}\n");
+  }
+
+  std::string output_of(const std::string& consumer) const {
+    return consumer == "all" ? output_ : dir_.file(consumer + ".jsonl");
+  }
+  std::string checkpoint_of(const std::string& consumer) const {
+    return dir_.file("checkpoints/" + consumer + ".json");
   }
 
   std::unique_ptr<ChildProcess> start_daemon() {
@@ -85,6 +114,53 @@ class PostgresDaemonTest : public ::testing::Test {
   }
 
   void sql(const std::string& statement) { server_.execute(statement, db_); }
+
+  // Replays what the sink at `path` received, in log order, and compares it with the tables.
+  void expect_replay_equals_tables(const std::string& path, bool with_history) {
+    // Replay what the sink received, in log order, and compare with the tables.
+    std::map<int, json> accounts;
+    std::map<int, int> base_changes;     // `changes` of the last snapshot row or insert of the row
+    std::map<int, int> counted_updates;  // updates delivered since then
+    std::set<long> history;
+    for (const auto& event : read_events(path)) {
+      const json& line = event.line;
+      const std::string entity = line["entity"];
+      const std::string op = line["operation"];
+      if (entity == "public.accounts") {
+        int id = line["key"]["id"];
+        if (op == "delete") {
+          accounts.erase(id);
+        } else if (op == "update") {
+          ++counted_updates[id];
+          accounts[id] = line["new"];
+        } else {
+          base_changes[id] = line["new"]["changes"];
+          counted_updates[id] = 0;
+          accounts[id] = line["new"];
+        }
+      } else if (entity == "public.history") {
+        history.insert(line["key"]["id"].get<long>());
+      }
+    }
+    std::size_t rows = 0;
+    for (const auto& row : server_.query("SELECT id, balance, changes FROM accounts", db_)) {
+      ++rows;
+      int id = std::stoi(*row[0]);
+      ASSERT_TRUE(accounts.count(id)) << "account " << id << " missing from the sink";
+      EXPECT_EQ(accounts[id]["balance"].get<int>(), std::stoi(*row[1])) << "account " << id;
+      EXPECT_EQ(accounts[id]["changes"].get<int>(), std::stoi(*row[2])) << "account " << id;
+      // Every committed update of the row was delivered: none skipped between base and now.
+      EXPECT_EQ(base_changes[id] + counted_updates[id], std::stoi(*row[2])) << "account " << id;
+    }
+    EXPECT_EQ(accounts.size(), rows);
+    if (!with_history) {
+      EXPECT_TRUE(history.empty());
+      return;
+    }
+    auto history_rows = server_.query("SELECT id FROM history", db_);
+    EXPECT_EQ(history.size(), history_rows.size());
+    for (const auto& row : history_rows) EXPECT_TRUE(history.count(std::stol(*row[0]))) << *row[0];
+  }
 
   PostgresServer server_;
   TempDir dir_;
@@ -165,45 +241,68 @@ TEST_F(PostgresDaemonTest, KilledAtRandomMomentsUnderLoadDeliversEveryCommittedC
   daemon->signal(SIGTERM);
   ASSERT_EQ(daemon->wait(std::chrono::seconds(40)), 0) << daemon->stdout_text();
 
-  // Replay what the sink received, in log order, and compare with the tables.
-  std::map<int, json> accounts;
-  std::map<int, int> base_changes;     // `changes` of the last snapshot row or insert of the row
-  std::map<int, int> counted_updates;  // updates delivered since then
-  std::set<long> history;
-  for (const auto& event : read_events(output_)) {
-    const json& line = event.line;
-    const std::string entity = line["entity"];
-    const std::string op = line["operation"];
-    if (entity == "public.accounts") {
-      int id = line["key"]["id"];
-      if (op == "delete") {
-        accounts.erase(id);
-      } else if (op == "update") {
-        ++counted_updates[id];
-        accounts[id] = line["new"];
-      } else {
-        base_changes[id] = line["new"]["changes"];
-        counted_updates[id] = 0;
-        accounts[id] = line["new"];
-      }
-    } else if (entity == "public.history") {
-      history.insert(line["key"]["id"].get<long>());
+  expect_replay_equals_tables(output_, /*with_history=*/true);
+}
+
+// Two consumers of one slot, one filtering, each checkpointing on its own schedule: killed under
+// load at moments where their checkpoints differ, each still gets every change it wants.
+TEST_F(PostgresDaemonTest, TwoConsumersAtDifferentPositionsSurviveKills) {
+  sql("CREATE TABLE accounts (id int PRIMARY KEY, balance int NOT NULL, changes int NOT NULL "
+      "DEFAULT 0);"
+      "INSERT INTO accounts (id, balance) SELECT i, 1000 FROM generate_series(1, 1000) i;"
+      "CREATE TABLE history (id bigserial PRIMARY KEY, from_id int, to_id int, amount int);"
+      "CREATE TABLE marker (id int PRIMARY KEY)");
+  write_config_with_consumers(
+      "    snapshot: initial\n", {"all", "b"},
+      {{"b",
+        "entities: [public.accounts, public.marker], batch: {max_events: 50, "
+        "max_wait: 300ms}"}});
+  std::atomic<bool> stop{false};
+  std::atomic<int> committed{0};
+  std::thread writer(write_load, server_.dsn(db_), 0, std::ref(stop), std::ref(committed));
+  // A failed assertion returns early: the writer must not outlive the test.
+  std::unique_ptr<std::thread, std::function<void(std::thread*)>> joined(&writer,
+                                                                         [&](std::thread* thread) {
+                                                                           stop = true;
+                                                                           if (thread->joinable())
+                                                                             thread->join();
+                                                                         });
+  // Both hold a checkpoint before the first kill (one without would need the snapshot again).
+  auto daemon = start_daemon();
+  ASSERT_TRUE(test::wait_until(
+      [&] {
+        return test::read_checkpoint_file(checkpoint_of("all")) &&
+               test::read_checkpoint_file(checkpoint_of("b"));
+      },
+      std::chrono::seconds(60)))
+      << daemon->stderr_text();
+  std::mt19937 random(std::random_device{}());
+  std::size_t differing = 0;
+  for (int kill = 0; kill < 4; ++kill) {
+    if (kill > 0) daemon = start_daemon();
+    std::this_thread::sleep_for(std::chrono::milliseconds(300 + random() % 1500));
+    ASSERT_TRUE(daemon->running()) << daemon->stderr_text() << daemon->stdout_text();
+    daemon->signal(SIGKILL);
+    ASSERT_EQ(daemon->wait(std::chrono::seconds(10)), 128 + SIGKILL);
+    if (test::read_checkpoint_file(checkpoint_of("all"))->lsn !=
+        test::read_checkpoint_file(checkpoint_of("b"))->lsn) {
+      ++differing;
     }
   }
-  std::size_t rows = 0;
-  for (const auto& row : server_.query("SELECT id, balance, changes FROM accounts", db_)) {
-    ++rows;
-    int id = std::stoi(*row[0]);
-    ASSERT_TRUE(accounts.count(id)) << "account " << id << " missing from the sink";
-    EXPECT_EQ(accounts[id]["balance"].get<int>(), std::stoi(*row[1])) << "account " << id;
-    EXPECT_EQ(accounts[id]["changes"].get<int>(), std::stoi(*row[2])) << "account " << id;
-    // Every committed update of the row was delivered: none skipped between base and now.
-    EXPECT_EQ(base_changes[id] + counted_updates[id], std::stoi(*row[2])) << "account " << id;
+  daemon = start_daemon();
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  joined.reset();
+  sql("INSERT INTO marker VALUES (1)");
+  for (const auto& name : {"all", "b"}) {
+    ASSERT_TRUE(test::wait_until([&] { return has_insert(output_of(name), "public.marker"); },
+                                 std::chrono::seconds(120)))
+        << name << daemon->stdout_text() << daemon->stderr_text();
   }
-  EXPECT_EQ(accounts.size(), rows);
-  auto history_rows = server_.query("SELECT id FROM history", db_);
-  EXPECT_EQ(history.size(), history_rows.size());
-  for (const auto& row : history_rows) EXPECT_TRUE(history.count(std::stol(*row[0]))) << *row[0];
+  daemon->signal(SIGTERM);
+  ASSERT_EQ(daemon->wait(std::chrono::seconds(40)), 0) << daemon->stdout_text();
+  std::cout << differing << " of 4 kills left the consumers at different positions\n";
+  expect_replay_equals_tables(output_of("all"), /*with_history=*/true);
+  expect_replay_equals_tables(output_of("b"), /*with_history=*/false);
 }
 
 TEST_F(PostgresDaemonTest, CleanRestartResumesFromTheCheckpointWithoutRedelivery) {
@@ -231,6 +330,145 @@ TEST_F(PostgresDaemonTest, CleanRestartResumesFromTheCheckpointWithoutRedelivery
   EXPECT_EQ(duplicates, 0u);
   EXPECT_EQ(events.size(), 700u);
   EXPECT_EQ(test::read_lines(output_).size(), 700u);
+}
+
+std::size_t count_operation(const std::vector<Event>& events, const std::string& operation) {
+  return std::count_if(events.begin(), events.end(),
+                       [&](const Event& event) { return event.line["operation"] == operation; });
+}
+
+bool has_delete(const std::string& path, int id) {
+  for (const auto& event : read_events(path)) {
+    if (event.line["operation"] == "delete" && event.line["key"]["id"] == id) return true;
+  }
+  return false;
+}
+
+// The initial snapshot is taken once per slot. A consumer added later cannot have it: the source
+// refuses to start and names it, instead of dropping the slot that the other consumer's checkpoint
+// depends on for a new snapshot (which cost that consumer every delete committed in between).
+TEST_F(PostgresDaemonTest, ConsumerAddedLaterNeverCostsTheOthersAChange) {
+  sql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1), (2), (3)");
+  write_config_with_consumers("    snapshot: initial\n", {"a"});
+  auto daemon = start_daemon();
+  ASSERT_TRUE(test::wait_until([&] { return read_events(output_of("a")).size() == 3; }))
+      << daemon->stderr_text() << daemon->stdout_text();
+  daemon->signal(SIGTERM);
+  ASSERT_EQ(daemon->wait(std::chrono::seconds(40)), 0);
+  ASSERT_TRUE(test::read_checkpoint_file(checkpoint_of("a")).has_value());
+
+  sql("DELETE FROM t WHERE id = 2");
+  write_config_with_consumers("    snapshot: initial\n", {"a", "b"});
+  daemon = start_daemon();
+  auto code = daemon->wait(std::chrono::seconds(60));
+  ASSERT_TRUE(code.has_value()) << "the daemon went on with consumer b";
+  EXPECT_EQ(*code, 1);
+  std::string output = daemon->stdout_text() + daemon->stderr_text();
+  EXPECT_NE(output.find("consumer b has no checkpoint"), std::string::npos) << output;
+  EXPECT_NE(output.find("own source"), std::string::npos) << output;
+
+  // Consumer a kept its place: without b it gets the delete, and no second snapshot.
+  write_config_with_consumers("    snapshot: initial\n", {"a"});
+  daemon = start_daemon();
+  ASSERT_TRUE(test::wait_until([&] { return has_delete(output_of("a"), 2); }))
+      << daemon->stdout_text() << daemon->stderr_text();
+  daemon->signal(SIGTERM);
+  ASSERT_EQ(daemon->wait(std::chrono::seconds(40)), 0);
+  auto events = read_events(output_of("a"));
+  EXPECT_EQ(count_operation(events, "read"), 3u);
+  EXPECT_EQ(count_operation(events, "delete"), 1u);
+}
+
+// Checkpoints kept in the captured database (a publication FOR ALL TABLES): the store's own
+// writes never reach the consumer, and a save is never a change that causes another save.
+TEST_F(PostgresDaemonTest, CheckpointStoreInTheCapturedDatabaseIsNotCaptured) {
+  sql("CREATE TABLE t (id int PRIMARY KEY)");
+  write_config("");
+  std::string config = test::read_file(config_);
+  auto at = config.find("checkpoints: {type: file");
+  config.replace(
+      at, config.find('\n', at) - at,
+      "checkpoints: {type: postgres, dsn: \"" + server_.dsn(db_) + "\", interval: 100ms}");
+  // No heartbeats: every checkpoint moves because of a change of the test.
+  at = config.find("heartbeat: 500ms");
+  config.replace(at, std::string("heartbeat: 500ms").size(), "heartbeat: 0s");
+  test::write_file(config_, config);
+  auto daemon = start_daemon();
+  ASSERT_TRUE(test::wait_until([&] {
+    return server_.query_value("SELECT count(*) FROM pg_replication_slots WHERE active") == "1";
+  })) << daemon->stderr_text()
+      << daemon->stdout_text();
+  auto saved_lsn = [&] {
+    return std::stoull(
+        server_.query_value("SELECT coalesce(max(lsn), 0)::text FROM cdcd_checkpoints", db_)
+            .value_or("0"));
+  };
+  sql("INSERT INTO t VALUES (1)");
+  ASSERT_TRUE(test::wait_until([&] { return test::read_lines(output_).size() >= 1; }))
+      << daemon->stderr_text() << daemon->stdout_text();
+  const auto first_lsn = read_events(output_)[0].lsn;
+  ASSERT_TRUE(test::wait_until([&] { return saved_lsn() == first_lsn; }));
+  // The save above committed before this insert: a change of it would arrive first.
+  sql("INSERT INTO t VALUES (2)");
+  ASSERT_TRUE(test::wait_until([&] { return test::read_lines(output_).size() >= 2; }));
+  const auto second_lsn = read_events(output_).back().lsn;
+  ASSERT_TRUE(test::wait_until([&] { return saved_lsn() == second_lsn; }));
+  daemon->signal(SIGTERM);
+  ASSERT_EQ(daemon->wait(std::chrono::seconds(40)), 0) << daemon->stdout_text();
+  auto events = read_events(output_);
+  ASSERT_EQ(events.size(), 2u) << test::read_file(output_);
+  EXPECT_EQ(events[0].line["entity"], "public.t");
+  EXPECT_EQ(events[1].line["entity"], "public.t");
+  // The last save is of the last change: the store's own transactions are not checkpointed.
+  EXPECT_EQ(saved_lsn(), second_lsn);
+}
+
+// `checkpoint set --timestamp` and `reset` would need changes the slot no longer holds.
+TEST_F(PostgresDaemonTest, CheckpointCommandsThatRewindAreRefused) {
+  sql("CREATE TABLE t (id int PRIMARY KEY)");
+  write_config_with_consumers("", {"a", "b"});
+  auto daemon = start_daemon();
+  ASSERT_TRUE(test::wait_until([&] {
+    return server_.query_value("SELECT count(*) FROM pg_replication_slots WHERE active") == "1";
+  }));
+  sql("INSERT INTO t VALUES (1)");
+  ASSERT_TRUE(test::wait_until([&] {
+    auto a = test::read_checkpoint_file(checkpoint_of("a"));
+    auto b = test::read_checkpoint_file(checkpoint_of("b"));
+    return a && b && a->lsn > 0 && b->lsn == a->lsn && !read_events(output_of("a")).empty() &&
+           a->lsn >= read_events(output_of("a"))[0].lsn;
+  }));
+  daemon->signal(SIGTERM);
+  ASSERT_EQ(daemon->wait(std::chrono::seconds(40)), 0);
+  const auto saved = std::min(test::read_checkpoint_file(checkpoint_of("a"))->lsn,
+                              test::read_checkpoint_file(checkpoint_of("b"))->lsn);
+  auto checkpoint = [&](std::vector<std::string> args) {
+    std::vector<std::string> argv{"checkpoint"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    argv.insert(argv.end(), {"--config", config_});
+    return test::run_cdcd(argv);
+  };
+
+  auto by_time = checkpoint({"set", "--consumer", "a", "--timestamp", "2020-01-01T00:00:00Z"});
+  EXPECT_EQ(by_time.exit_code, 2) << by_time.out << by_time.err;
+  EXPECT_NE(by_time.err.find("cannot rewind"), std::string::npos) << by_time.err;
+  auto alone = checkpoint({"reset", "--consumer", "a"});
+  EXPECT_EQ(alone.exit_code, 2) << alone.out << alone.err;
+  EXPECT_NE(alone.err.find("reset --all-consumers"), std::string::npos) << alone.err;
+  const auto before = test::read_checkpoint_file(checkpoint_of("a"))->lsn;
+  auto back = checkpoint({"set", "--consumer", "a", "--lsn", std::to_string(saved - 1)});
+  EXPECT_EQ(back.exit_code, 2) << back.out << back.err;
+  ASSERT_EQ(test::read_checkpoint_file(checkpoint_of("a"))->lsn, before);
+
+  // Skipping ahead is allowed, in PostgreSQL's form too.
+  auto ahead = checkpoint({"set", "--consumer", "b", "--lsn", format_pg_lsn(saved + 1)});
+  EXPECT_EQ(ahead.exit_code, 0) << ahead.out << ahead.err;
+  EXPECT_EQ(test::read_checkpoint_file(checkpoint_of("b"))->lsn, saved + 1);
+  // Every consumer together starts over.
+  auto all = checkpoint({"reset", "--all-consumers", "--consumer", "a"});
+  EXPECT_EQ(all.exit_code, 0) << all.out << all.err;
+  EXPECT_FALSE(test::read_checkpoint_file(checkpoint_of("a")).has_value());
+  EXPECT_FALSE(test::read_checkpoint_file(checkpoint_of("b")).has_value());
 }
 
 TEST_F(PostgresDaemonTest, MisconfigurationStopsTheDaemonWithAClearError) {
