@@ -51,6 +51,7 @@ class PostgresSource : public Source {
   void stop() override;
   std::uint64_t bytes_behind(std::uint64_t lsn, std::uint64_t offset) const override;
   bool connected() const override { return connected_.load(); }
+  bool emits_reads() const override { return options_.initial_snapshot; }
 
  private:
   using Clock = std::chrono::steady_clock;
