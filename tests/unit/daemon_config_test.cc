@@ -85,8 +85,7 @@ PluginRegistry fake_registry() {
     return checked(options, [&]() -> std::unique_ptr<Source> {
       auto dsn = options.string("dsn", true);
       auto snapshot = options.one_of("snapshot", {"never", "initial"});
-      return std::make_unique<FakeSource>(dsn.value_or(""), false, context,
-                                          snapshot == "initial");
+      return std::make_unique<FakeSource>(dsn.value_or(""), false, context, snapshot == "initial");
     });
   });
   registry.add_sink("stdout", [](config::Node& options, const SinkContext& context) {
@@ -353,8 +352,8 @@ TEST(DaemonConfig, UnreadableFileIsOneDiagnosticWithoutAPosition) {
   QuietLoggers loggers;
   config::Diagnostics missing;
   EXPECT_FALSE(load_config(dir.file("nope.yaml"), registry, loggers.environment(), missing));
-  EXPECT_EQ(missing.to_string(), "error: cannot read " + dir.file("nope.yaml") +
-                                     ": No such file or directory\n");
+  EXPECT_EQ(missing.to_string(),
+            "error: cannot read " + dir.file("nope.yaml") + ": No such file or directory\n");
   config::Diagnostics directory;
   EXPECT_FALSE(load_config(dir.path(), registry, loggers.environment(), directory));
   EXPECT_EQ(directory.to_string(), "error: cannot read " + dir.path() + ": Is a directory\n");
@@ -367,9 +366,9 @@ TEST(DaemonConfig, UnreadableFileIsOneDiagnosticWithoutAPosition) {
 TEST(DaemonConfig, TabInIndentationIsNamed) {
   PluginRegistry registry = fake_registry();
   QuietLoggers loggers;
-  for (const std::string text : {"sources:\n\tdemo:\n    type: jsonl\n",
-                                 "sources:\n  demo:\n\ttype: jsonl\n",
-                                 "sources:\n  demo:\n  \t  type: jsonl\n"}) {
+  for (const std::string text :
+       {"sources:\n\tdemo:\n    type: jsonl\n", "sources:\n  demo:\n\ttype: jsonl\n",
+        "sources:\n  demo:\n  \t  type: jsonl\n"}) {
     config::Diagnostics diagnostics;
     EXPECT_FALSE(parse_config(text, "t.yaml", registry, loggers.environment(), diagnostics));
     int line = text.find("\tdemo") != std::string::npos ? 2 : 3;
@@ -414,7 +413,7 @@ TEST(DaemonConfig, WarnsWhenAConsumerFiltersOutTheSnapshotsReads) {
   ASSERT_TRUE(config.has_value()) << diagnostics.to_string();
   EXPECT_EQ(diagnostics.errors(), 0u);
   EXPECT_EQ(diagnostics.to_string(),
-            "s.yaml:7:62: warning: consumers.changes_only.operations: source \"db\" takes an "
+            "s.yaml:7:56: warning: consumers.changes_only.operations: source \"db\" takes an "
             "initial snapshot, whose rows arrive as read changes; this list leaves out read, so "
             "they never reach the sinks (add read to deliver them)\n");
 }
@@ -430,7 +429,7 @@ TEST(DaemonConfig, ValidatePrintsWarningsAndStillSucceeds) {
   std::string err = testing::internal::GetCapturedStderr();
   EXPECT_EQ(code, 0) << err;
   EXPECT_EQ(out, "ok\n");
-  EXPECT_NE(err.find("s.yaml:7:62: warning: consumers.changes_only.operations: "),
+  EXPECT_NE(err.find("s.yaml:7:56: warning: consumers.changes_only.operations: "),
             std::string::npos)
       << err;
 }
@@ -455,7 +454,8 @@ TEST(DaemonConfig, PluginFailingWithoutADiagnosticIsStillReported) {
 }
 
 // ---- Golden cases: tests/golden/config/NAME.yaml holds an invalid config (or a valid one with
-// warnings), NAME.expected the exact diagnostics. CDCD_UPDATE_GOLDEN=1 rewrites the .expected files (review them by eye).
+// warnings), NAME.expected the exact diagnostics. CDCD_UPDATE_GOLDEN=1 rewrites the .expected files
+// (review them by eye).
 
 std::string golden_dir() { return test::source_dir() + "/tests/golden/config"; }
 
