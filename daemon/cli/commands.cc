@@ -25,18 +25,17 @@ struct OfflineConfig {
   DaemonConfig config;
 };
 
-std::unique_ptr<OfflineConfig> load_offline(const std::string& path,
-                                            const PluginRegistry& registry) {
+// Prints the config's errors, and its warnings too when `show_warnings`.
+std::unique_ptr<OfflineConfig> load_offline(const std::string& path, const PluginRegistry& registry,
+                                            bool show_warnings = false) {
   configure_logging("warn", "text");
   auto offline = std::make_unique<OfflineConfig>();
   config::Diagnostics diagnostics;
   PluginEnvironment plugins{&offline->metrics,
                             [](const std::string& name) { return make_logger(name); }};
   auto config = load_config(path, registry, plugins, diagnostics);
-  if (!config) {
-    std::fputs(diagnostics.to_string().c_str(), stderr);
-    return nullptr;
-  }
+  if (!config || show_warnings) std::fputs(diagnostics.to_string().c_str(), stderr);
+  if (!config) return nullptr;
   offline->config = std::move(*config);
   return offline;
 }
@@ -249,8 +248,9 @@ int command_run(const std::string& config_path, const PluginRegistry& registry) 
   return run_daemon(config_path, registry);
 }
 
+// Warnings are printed but do not fail the check: the config is valid and the daemon runs it.
 int command_validate(const std::string& config_path, const PluginRegistry& registry) {
-  auto offline = load_offline(config_path, registry);
+  auto offline = load_offline(config_path, registry, /*show_warnings=*/true);
   if (!offline) return kExitUsage;
   std::puts("ok");
   return kExitOk;

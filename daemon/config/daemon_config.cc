@@ -11,6 +11,7 @@
 #include <limits>
 #include <map>
 #include <set>
+#include <string_view>
 
 #include <spdlog/spdlog.h>
 
@@ -356,15 +357,37 @@ class Parser {
     std::vector<std::string> valid;
     for (Operation op : kAllOperations) valid.emplace_back(to_string(op));
     std::vector<Node> elements = list.elements();
+    bool all_valid = true;
     for (std::size_t i = 0; i < names->size(); ++i) {
       auto op = parse_operation((*names)[i]);
       if (!op) {
+        all_valid = false;
         elements[i].error("expected one of " + join(valid) + ", got " +
                           shown(elements[i], (*names)[i]) + did_you_mean((*names)[i], valid));
       } else if (std::find(consumer.operations.begin(), consumer.operations.end(), *op) ==
                  consumer.operations.end()) {
         consumer.operations.push_back(*op);
       }
+    }
+    if (all_valid) warn_if_reads_filtered(list, consumer);
+  }
+
+  // A source's snapshot rows arrive as `read` changes: an operations list without read drops
+  // them all, which is legal (the consumer may want only what changes from now on) but rarely
+  // meant.
+  void warn_if_reads_filtered(Node& list, const ConsumerConfig& consumer) {
+    if (consumer.operations.empty() ||
+        std::find(consumer.operations.begin(), consumer.operations.end(), Operation::kRead) !=
+            consumer.operations.end()) {
+      return;
+    }
+    for (const auto& source : config_.sources) {
+      if (source.name != consumer.source || !source.source->emits_reads()) continue;
+      list.diagnostics().warn(list.location(), list.path(),
+                              "source \"" + source.name +
+                                  "\" takes an initial snapshot, whose rows arrive as read "
+                                  "changes; this list leaves out read, so they never reach the "
+                                  "sinks (add read to deliver them)");
     }
   }
 
@@ -500,6 +523,23 @@ class Parser {
   std::vector<std::string> sink_names_;
 };
 
+// Where the indentation of line `line` (0-based) holds a tab, if it does and the line holds more.
+std::optional<Location> tab_in_indentation(std::string_view text, int line,
+                                           const std::string& file) {
+  if (line < 0) return std::nullopt;  // an exception without a position
+  std::size_t start = 0;
+  for (int i = 0; i < line; ++i) {
+    start = text.find('\n', start);
+    if (start == std::string_view::npos) return std::nullopt;
+    ++start;
+  }
+  std::string_view rest = text.substr(start, text.find('\n', start) - start);
+  std::size_t content = rest.find_first_not_of(" \t");
+  std::size_t tab = rest.substr(0, content).find('\t');
+  if (content == std::string_view::npos || tab == std::string_view::npos) return std::nullopt;
+  return Location{file, line + 1, static_cast<int>(tab) + 1};
+}
+
 // The single YAML document of the file, or nullopt after reporting why there is none.
 std::optional<YAML::Node> load_document(const std::string& text, const std::string& file,
                                         Diagnostics& diagnostics) {
@@ -507,7 +547,14 @@ std::optional<YAML::Node> load_document(const std::string& text, const std::stri
   try {
     documents = YAML::LoadAll(text);
   } catch (const YAML::Exception& e) {
-    diagnostics.add(location_of(e.mark, file), "", "invalid YAML: " + e.msg);
+    // yaml-cpp words a tab in indentation as a broken structure ("illegal map value", "end of
+    // map not found") at the tab's line.
+    if (auto tab = tab_in_indentation(text, e.mark.line, file)) {
+      diagnostics.add(*tab, "",
+                      "invalid YAML: a tab in indentation (YAML indents with spaces only)");
+    } else {
+      diagnostics.add(location_of(e.mark, file), "", "invalid YAML: " + e.msg);
+    }
     return std::nullopt;
   }
   if (documents.empty() || documents.front().IsNull()) {
@@ -529,7 +576,7 @@ std::optional<DaemonConfig> parse_config(const std::string& text, const std::str
                                          const PluginRegistry& registry,
                                          const PluginEnvironment& plugins,
                                          config::Diagnostics& diagnostics, config::EnvLookup env) {
-  const std::size_t errors_before = diagnostics.items().size();
+  const std::size_t errors_before = diagnostics.errors();
   auto document = load_document(text, file, diagnostics);
   if (!document) return std::nullopt;
   auto context = std::make_shared<config::ParseContext>(
@@ -539,7 +586,7 @@ std::optional<DaemonConfig> parse_config(const std::string& text, const std::str
   DocumentScan scan(file, diagnostics);
   scan.walk(*document, "");
   DaemonConfig config = Parser(registry, plugins, scan).parse(root);
-  if (diagnostics.items().size() != errors_before) return std::nullopt;
+  if (diagnostics.errors() != errors_before) return std::nullopt;
   config.file = file;
   return config;
 }
@@ -547,6 +594,10 @@ std::optional<DaemonConfig> parse_config(const std::string& text, const std::str
 std::optional<DaemonConfig> load_config(const std::string& path, const PluginRegistry& registry,
                                         const PluginEnvironment& plugins,
                                         config::Diagnostics& diagnostics, config::EnvLookup env) {
+  if (path.empty()) {
+    diagnostics.add({path, 0, 0}, "", "no config file given (the path is empty)");
+    return std::nullopt;
+  }
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   std::string text;
   int error = fd < 0 ? errno : 0;
@@ -563,7 +614,8 @@ std::optional<DaemonConfig> load_config(const std::string& path, const PluginReg
   }
   if (fd >= 0) ::close(fd);
   if (error != 0) {
-    diagnostics.add({path, 1, 1}, "", std::string("cannot read file: ") + std::strerror(error));
+    // No position: the problem is the file, not a place in it.
+    diagnostics.add({path, 0, 0}, "", "cannot read " + path + ": " + std::strerror(error));
     return std::nullopt;
   }
   return parse_config(text, path, registry, plugins, diagnostics, std::move(env));

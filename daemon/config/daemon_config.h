@@ -90,9 +90,10 @@ struct PluginEnvironment {
   std::function<std::shared_ptr<spdlog::logger>(const std::string& name)> logger;
 };
 
-// Reads and validates the config file, creating (not starting) every plugin. On any problem,
+// Reads and validates the config file, creating (not starting) every plugin. On any error,
 // `diagnostics` holds all of them, each as "FILE:LINE:COLUMN: error: PATH: MESSAGE", and the result
-// is nullopt. `env` resolves ${VAR} interpolation (the process environment by default).
+// is nullopt. Warnings (legal but probably unintended settings) are added to `diagnostics` without
+// rejecting the config. `env` resolves ${VAR} interpolation (the process environment by default).
 std::optional<DaemonConfig> load_config(const std::string& path, const PluginRegistry& registry,
                                         const PluginEnvironment& plugins,
                                         config::Diagnostics& diagnostics,

@@ -171,12 +171,27 @@ std::string did_you_mean(std::string_view word, const std::vector<std::string>& 
 }  // namespace
 
 std::string Diagnostic::format() const {
-  return where.file + ":" + std::to_string(where.line) + ":" + std::to_string(where.column) +
-         ": error: " + path + ": " + message;
+  std::string out;
+  if (where.line > 0) {
+    out = where.file + ":" + std::to_string(where.line) + ":" + std::to_string(where.column) + ": ";
+  }
+  out += severity == Severity::kWarning ? "warning: " : "error: ";
+  if (!path.empty()) out += path + ": ";
+  return out + message;
 }
 
 void Diagnostics::add(Location where, std::string path, std::string message) {
   items_.push_back(Diagnostic{std::move(where), std::move(path), std::move(message)});
+}
+
+void Diagnostics::warn(Location where, std::string path, std::string message) {
+  items_.push_back(
+      Diagnostic{std::move(where), std::move(path), std::move(message), Severity::kWarning});
+}
+
+std::size_t Diagnostics::errors() const {
+  return std::count_if(items_.begin(), items_.end(),
+                       [](const Diagnostic& item) { return item.severity == Severity::kError; });
 }
 
 std::string Diagnostics::to_string() const {

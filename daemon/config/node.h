@@ -16,27 +16,34 @@
 
 namespace cdcd::config {
 
-// 1-based position in a config file.
+// 1-based position in a config file; line 0 for the file as a whole (e.g. it cannot be read).
 struct Location {
   std::string file;
   int line = 0;
   int column = 0;
 };
 
+enum class Severity { kError, kWarning };
+
 struct Diagnostic {
   Location where;
   std::string path;  // dotted path of the offending node, e.g. "consumers.orders.batch.max_wait"
   std::string message;
+  Severity severity = Severity::kError;
 
-  // "FILE:LINE:COLUMN: error: PATH: MESSAGE"
+  // "FILE:LINE:COLUMN: error: PATH: MESSAGE" ("warning" for a warning), without "PATH: " when the
+  // path is empty (the document itself), and "error: MESSAGE" when there is no position.
   std::string format() const;
 };
 
-// Collects every problem of a config instead of stopping at the first.
+// Collects every problem of a config instead of stopping at the first. Errors reject the config;
+// warnings point at something legal but probably unintended.
 class Diagnostics {
  public:
   void add(Location where, std::string path, std::string message);
+  void warn(Location where, std::string path, std::string message);
   bool empty() const { return items_.empty(); }
+  std::size_t errors() const;
   const std::vector<Diagnostic>& items() const { return items_; }
   // One formatted diagnostic per line, in file order.
   std::string to_string() const;

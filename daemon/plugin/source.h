@@ -84,6 +84,9 @@ class Source {
 
   // True while the source is connected to its log (readiness). Thread-safe.
   virtual bool connected() const = 0;
+  // True when the source emits `read` changes (rows of an initial snapshot), so that the config
+  // check can warn about a consumer that filters them out.
+  virtual bool emits_reads() const { return false; }
 };
 
 }  // namespace cdcd

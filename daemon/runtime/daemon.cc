@@ -337,10 +337,8 @@ int run_daemon(const std::string& config_path, const PluginRegistry& registry) {
   config::Diagnostics diagnostics;
   PluginEnvironment plugins{&metrics, [](const std::string& name) { return make_logger(name); }};
   auto config = load_config(config_path, registry, plugins, diagnostics);
-  if (!config) {
-    std::fputs(diagnostics.to_string().c_str(), stderr);
-    return kExitUsage;
-  }
+  std::fputs(diagnostics.to_string().c_str(), stderr);  // the errors, or the warnings
+  if (!config) return kExitUsage;
   if (auto configured = configure_logging(config->log.level, config->log.format); !configured) {
     std::fprintf(stderr, "%s\n", configured.error().message.c_str());
     return kExitUsage;

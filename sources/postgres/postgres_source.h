@@ -54,6 +54,7 @@ class PostgresSource : public Source {
   bool connected() const override { return connected_.load(); }
   void interrupt() override { interrupted_ = true; }
   bool can_rewind() const override { return false; }
+  bool emits_reads() const override { return options_.initial_snapshot; }
 
  private:
   using Clock = std::chrono::steady_clock;

@@ -125,10 +125,20 @@ TEST(ConfigDiagnostics, FormatsAndSortsByPositionStably) {
   EXPECT_EQ(diagnostics.items().front().format(), "f.yaml:3:5: error: b: third");
   EXPECT_EQ(diagnostics.to_string(),
             "f.yaml:1:9: error: a: first\n"
-            "f.yaml:3:1: error: : second\n"
+            "f.yaml:3:1: error: second\n"
             "f.yaml:3:5: error: b: third\n"
             "f.yaml:3:5: error: c: fourth\n");
   EXPECT_EQ(Diagnostics().to_string(), "");
+}
+
+TEST(ConfigDiagnostics, WarningsAndPositionlessDiagnosticsFormat) {
+  Diagnostics diagnostics;
+  diagnostics.warn({"f.yaml", 2, 3}, "consumers.c.operations", "leaves out read");
+  diagnostics.add({"f.yaml", 0, 0}, "", "cannot read f.yaml: Is a directory");
+  EXPECT_EQ(diagnostics.items()[0].format(),
+            "f.yaml:2:3: warning: consumers.c.operations: leaves out read");
+  EXPECT_EQ(diagnostics.items()[1].format(), "error: cannot read f.yaml: Is a directory");
+  EXPECT_EQ(diagnostics.errors(), 1u);
 }
 
 TEST_F(ConfigNode, ReadsTypedValues) {
@@ -335,7 +345,7 @@ TEST_F(ConfigNode, ErrorAtPointsAtTheValueOrTheParent) {
 TEST_F(ConfigNode, EmptyDocumentReportsAtTheFirstLine) {
   Node root = parse("");
   root.child("sources", true);
-  EXPECT_EQ(errors(), "test.yaml:1:1: error: : missing required key \"sources\"\n");
+  EXPECT_EQ(errors(), "test.yaml:1:1: error: missing required key \"sources\"\n");
 }
 
 }  // namespace
