@@ -125,7 +125,7 @@ class TimestampSeeker : public Emitter {
       if (end->timestamp_us >= before_us_) {
         found_later_ = true;
       } else {
-        last_before_ = Checkpoint{end->lsn, end->offset, end->timestamp_us, now_us()};
+        last_before_ = Checkpoint{end->lsn, end->offset, end->timestamp_us, now_us(), end->segment};
       }
     }
   }
