@@ -337,7 +337,8 @@ void KafkaSink::produce_batch(PendingBatch& pending) {
     }
     value.clear();
     encode_change(config_.format, change, encode_context, value);
-    if (tombstone_old_key) {
+    // A key template may render both keys the same (it ignores the column that changed).
+    if (tombstone_old_key && old_key != key) {
       Produced produced = produce(pending, *topic, index, old_key, nullptr);
       if (produced == Produced::kFailed) return;
       if (produced == Produced::kRejected) continue;
