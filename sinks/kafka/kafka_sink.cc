@@ -20,6 +20,7 @@ using namespace std::chrono_literals;
 constexpr int kStartTimeoutMs = 10000;
 // Admin requests (topic creation): request and operation timeouts.
 constexpr int kAdminTimeoutMs = 10000;
+constexpr auto kAdminTimeout = std::chrono::milliseconds(kAdminTimeoutMs);
 // How long stop() lets purged messages report before it fails their batches itself.
 constexpr auto kPurgeGrace = 5s;
 
@@ -219,12 +220,17 @@ Status KafkaSink::create_topic(const std::string& topic) {
   QueuePtr queue(rd_kafka_queue_new(producer_));
   rd_kafka_NewTopic_t* topics[] = {new_topic.get()};
   rd_kafka_CreateTopics(producer_, topics, 1, options.get(), queue.get());
-  EventPtr event(rd_kafka_queue_poll(queue.get(), 2 * kAdminTimeoutMs));
+  // Polled in slices: stop() must not wait for the cluster's answer.
+  EventPtr event;
+  const auto give_up = std::chrono::steady_clock::now() + 2 * kAdminTimeout;
+  while (!event && !stopping_ && std::chrono::steady_clock::now() < give_up) {
+    event.reset(rd_kafka_queue_poll(queue.get(), 100));
+  }
   auto failure = [&](const std::string& why) {
     return fail(
         fmt::format("kafka sink '{}': cannot create topic '{}': {}", context_.name, topic, why));
   };
-  if (!event) return failure("no answer from the cluster");
+  if (!event) return failure(stopping_ ? "the sink is stopping" : "no answer from the cluster");
   if (rd_kafka_event_error(event.get())) return failure(rd_kafka_event_error_string(event.get()));
   size_t count = 0;
   const rd_kafka_topic_result_t** results =
@@ -331,7 +337,8 @@ void KafkaSink::produce_batch(PendingBatch& pending) {
     }
     value.clear();
     encode_change(config_.format, change, encode_context, value);
-    if (tombstone_old_key) {
+    // A key template may render both keys the same (it ignores the column that changed).
+    if (tombstone_old_key && old_key != key) {
       Produced produced = produce(pending, *topic, index, old_key, nullptr);
       if (produced == Produced::kFailed) return;
       if (produced == Produced::kRejected) continue;

@@ -513,7 +513,10 @@ TEST_F(KafkaSinkTest, KeyChangingUpdateSendsATombstoneForTheOldKeyFirst) {
     ASSERT_NE(sink, nullptr);
     auto without_id = moved(4, 3, 4);
     without_id.old_key = R"({"other":3})";
-    auto report = write_and_wait(*sink, make_batch({moved(2, 1, 2), without_id}));
+    // Another key column changed: the template renders both keys "k5", nothing to drop.
+    auto same_rendered = make_change(5, "s.t", R"({"id":5,"region":"b"})", Operation::kUpdate);
+    same_rendered.old_key = R"({"id":5,"region":"a"})";
+    auto report = write_and_wait(*sink, make_batch({moved(2, 1, 2), without_id, same_rendered}));
     ASSERT_FALSE(report.failure) << failure_of(report);
     ASSERT_EQ(report.rejected.size(), 1u);
     EXPECT_EQ(report.rejected[0].index, 1u);
@@ -521,10 +524,12 @@ TEST_F(KafkaSinkTest, KeyChangingUpdateSendsATombstoneForTheOldKeyFirst) {
     sink->stop();
   }
   auto templated = cluster_->read_all({"moved.templated"});
-  ASSERT_EQ(templated.size(), 2u) << "nothing of the rejected change goes out";
+  ASSERT_EQ(templated.size(), 3u) << "nothing of the rejected change goes out";
   EXPECT_EQ(templated[0].key, "k1");
   EXPECT_EQ(templated[0].value, std::nullopt);
   EXPECT_EQ(templated[1].key, "k2");
+  EXPECT_EQ(templated[2].key, "k5");
+  EXPECT_TRUE(templated[2].value) << "no tombstone for a key that renders unchanged";
 
   {
     auto sink = start_sink("topic: moved.quiet\ntombstones: false\nformat: native");
