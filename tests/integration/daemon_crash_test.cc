@@ -373,7 +373,7 @@ log: {level: info}
       R"({"lsn":)" + std::to_string(sentinel_lsn) + R"(,"seq":0,"timestamp":)" +
       std::to_string(log.changes.back().timestamp_us + 1000) +
       R"(,"entity":"public.customers","key":{"id":-1},"operation":"insert","old":null,)" +
-      R"("new":{"id":-1,"note":"after the clean stop"}})" + "\n";
+      R"("new":{"id":-1,"note":"after the clean stop"}})" + "\n" + commit_marker_line(sentinel_lsn);
   write_daemon_config();
   daemon.start();
   {

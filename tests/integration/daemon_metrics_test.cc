@@ -429,7 +429,8 @@ TEST(DaemonReadinessTest, ACheckpointStoreNotUpYetIsWaitedForAndSaveFailuresShow
   std::size_t middle_index = changes.size() / 2 - 1;
   while (changes[middle_index + 1].lsn == changes[middle_index].lsn) ++middle_index;
   const auto half = changes[middle_index].end;
-  write_file(log, text.substr(0, half));
+  // Each write ends with a commit marker: a followed transaction is checkpointed at once.
+  write_file(log, text.substr(0, half) + commit_marker_line(changes[middle_index].lsn));
   const int port = free_port();
   const std::string config = write_config(dir, R"(
 sources:
@@ -484,7 +485,7 @@ metrics: {listen: 127.0.0.1:)" + std::to_string(port) +
 
   // The store goes away while changes keep coming: saves fail, and say so.
   server.stop();
-  append_file(log, text.substr(half));
+  append_file(log, text.substr(half) + commit_marker_line(changes.back().lsn));
   ASSERT_TRUE(wait_until(
       [&] {
         return metric_value(scrape(port), "cdcd_checkpoint_save_errors_total",

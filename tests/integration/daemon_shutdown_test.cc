@@ -162,6 +162,7 @@ TEST_F(DaemonShutdownTest, ExitsZeroWhenEverythingWasAcknowledged) {
   const std::string log = dir_.file("changes.jsonl");
   generate_changelog(log, 2'000, 100);
   const auto changes = read_native_file(log).changes;
+  append_file(log, commit_marker_line(changes.back().lsn));  // checkpointed without a next lsn
   write(jsonl_source(log),
         "{type: file, path: " + dir_.file("out.jsonl") + ", format: native, fsync: never}");
   daemon_->start();
@@ -183,7 +184,7 @@ TEST_F(DaemonShutdownTest, SighupIsLoggedAndIgnored) {
   std::size_t middle_index = changes.size() / 2 - 1;
   while (changes[middle_index + 1].lsn == changes[middle_index].lsn) ++middle_index;
   const auto half = changes[middle_index].end;
-  write_file(log, text.substr(0, half));
+  write_file(log, text.substr(0, half) + commit_marker_line(changes[middle_index].lsn));
   write(jsonl_source(log),
         "{type: file, path: " + dir_.file("out.jsonl") + ", format: native, fsync: never}");
   daemon_->start();
@@ -198,7 +199,7 @@ TEST_F(DaemonShutdownTest, SighupIsLoggedAndIgnored) {
       scaled(10s)))
       << daemon_->stderr_text();
   // Still running and still delivering what comes after the signal.
-  append_file(log, text.substr(half));
+  append_file(log, text.substr(half) + commit_marker_line(changes.back().lsn));
   ASSERT_TRUE(
       wait_for_checkpoint(dir_.file("checkpoints/main.json"), changes.back().lsn, scaled(30s)))
       << daemon_->stderr_text();
@@ -212,6 +213,7 @@ TEST_F(DaemonShutdownTest, ASecondProcessOnTheSameCheckpointStoreIsRefused) {
   const std::string log = dir_.file("changes.jsonl");
   generate_changelog(log, 500, 50);
   const auto changes = read_native_file(log).changes;
+  append_file(log, commit_marker_line(changes.back().lsn));  // checkpointed without a next lsn
   write(jsonl_source(log),
         "{type: file, path: " + dir_.file("out.jsonl") + ", format: native, fsync: never}");
   daemon_->start();
