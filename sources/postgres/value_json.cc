@@ -2,6 +2,8 @@
 
 #include <strings.h>
 
+#include "daemon/format/json_writer.h"
+
 namespace cdcd::postgres {
 
 namespace {
@@ -44,7 +46,7 @@ void append_bytea(std::string& out, std::string_view text) {
     bytes.push_back(static_cast<char>(high * 16 + low));
   }
   out += '"';
-  append_base64(out, bytes);
+  json::append_base64(out, bytes);
   out += '"';
 }
 
@@ -276,29 +278,6 @@ void append_compact_json(std::string& out, std::string_view json) {
       if (c == '"') in_string = true;
     }
   }
-}
-
-void append_base64(std::string& out, std::string_view bytes) {
-  static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::size_t i = 0;
-  for (; i + 3 <= bytes.size(); i += 3) {
-    std::uint32_t n = (static_cast<unsigned char>(bytes[i]) << 16) |
-                      (static_cast<unsigned char>(bytes[i + 1]) << 8) |
-                      static_cast<unsigned char>(bytes[i + 2]);
-    out += kAlphabet[(n >> 18) & 63];
-    out += kAlphabet[(n >> 12) & 63];
-    out += kAlphabet[(n >> 6) & 63];
-    out += kAlphabet[n & 63];
-  }
-  std::size_t rest = bytes.size() - i;
-  if (rest == 0) return;
-  std::uint32_t n = static_cast<unsigned char>(bytes[i]) << 16;
-  if (rest == 2) n |= static_cast<unsigned char>(bytes[i + 1]) << 8;
-  out += kAlphabet[(n >> 18) & 63];
-  out += kAlphabet[(n >> 12) & 63];
-  out += rest == 2 ? kAlphabet[(n >> 6) & 63] : '=';
-  out += '=';
 }
 
 }  // namespace cdcd::postgres

@@ -36,6 +36,4 @@ void append_json_value(std::string& out, const TypeInfo& type, std::string_view 
 // Appends `json` without insignificant whitespace, so that a row stays on one line.
 void append_compact_json(std::string& out, std::string_view json);
 
-void append_base64(std::string& out, std::string_view bytes);
-
 }  // namespace cdcd::postgres
