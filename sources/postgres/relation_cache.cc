@@ -80,9 +80,9 @@ Result<const TypeInfo*> TypeCache::resolve_depth(std::uint32_t oid, int depth) {
       *info = TypeInfo{ValueKind::kArray, *element, row->delimiter};
     }
   }
-  const TypeInfo* result = info.get();
-  types_[oid] = std::move(info);
-  return result;
+  // A cycle (a type reached again through its own domain base or array element) stored this OID
+  // at a deeper level already, and the levels in between point at that entry: keep it.
+  return types_.try_emplace(oid, std::move(info)).first->second.get();
 }
 
 void append_row(std::string& out, const Relation& relation, const std::vector<TupleValue>& values,
