@@ -11,9 +11,11 @@
 #include <limits>
 #include <map>
 #include <set>
+#include <sstream>
 #include <string_view>
 
 #include <spdlog/spdlog.h>
+#include <yaml-cpp/eventhandler.h>
 
 #include "daemon/format/rfc3339.h"
 #include "daemon/metrics/metrics.h"
@@ -540,11 +542,52 @@ std::optional<Location> tab_in_indentation(std::string_view text, int line,
   return Location{file, line + 1, static_cast<int>(tab) + 1};
 }
 
+// yaml-cpp 0.7's LoadAll() never returns on a document that starts with a token no node can start
+// with (a lone ","): it reports an empty document there again and again, allocating each time
+// (jbeder/yaml-cpp#1040, fixed in 0.8.1). Records where each document starts, to stop there.
+class DocumentStarts : public YAML::EventHandler {
+ public:
+  void OnDocumentStart(const YAML::Mark& mark) override { starts.push_back(mark); }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+
+  std::vector<YAML::Mark> starts;
+};
+
+// Where a document starts at the same place as the one before (LoadAll() would loop there), if
+// one does. Throws YAML::Exception as LoadAll() does.
+std::optional<YAML::Mark> stuck_document(const std::string& text) {
+  std::istringstream stream(text);
+  YAML::Parser parser(stream);
+  DocumentStarts documents;
+  while (parser.HandleNextDocument(documents)) {
+    const auto& starts = documents.starts;
+    if (starts.size() >= 2 && starts.back().pos == starts[starts.size() - 2].pos) {
+      return starts.back();
+    }
+  }
+  return std::nullopt;
+}
+
 // The single YAML document of the file, or nullopt after reporting why there is none.
 std::optional<YAML::Node> load_document(const std::string& text, const std::string& file,
                                         Diagnostics& diagnostics) {
   std::vector<YAML::Node> documents;
   try {
+    if (auto stuck = stuck_document(text)) {
+      diagnostics.add(location_of(*stuck, file), "",
+                      "invalid YAML: unexpected " + config::quote(text.substr(stuck->pos, 1)));
+      return std::nullopt;
+    }
     documents = YAML::LoadAll(text);
   } catch (const YAML::Exception& e) {
     // yaml-cpp words a tab in indentation as a broken structure ("illegal map value", "end of

@@ -391,6 +391,20 @@ TEST(DaemonConfig, TabOutsideIndentationKeepsYamlCppsMessage) {
   EXPECT_EQ(diagnostics.to_string().find("tab"), std::string::npos) << diagnostics.to_string();
 }
 
+// yaml-cpp 0.7's LoadAll() loops forever, allocating, on a document starting with a stray ","
+// (found by fuzz_config): before the fix this test hung until ctest's timeout.
+TEST(DaemonConfig, DocumentStartingWithACommaIsAnErrorNotAHang) {
+  PluginRegistry registry = fake_registry();
+  QuietLoggers loggers;
+  for (const std::string text : {",\n", "sources: {}\n---\n, x\n"}) {
+    config::Diagnostics diagnostics;
+    EXPECT_FALSE(parse_config(text, "c.yaml", registry, loggers.environment(), diagnostics));
+    int line = text[0] == ',' ? 1 : 3;
+    EXPECT_EQ(diagnostics.to_string(),
+              "c.yaml:" + std::to_string(line) + ":1: error: invalid YAML: unexpected \",\"\n");
+  }
+}
+
 constexpr const char* kSnapshotConfig =
     "sources:\n"
     "  db: {type: postgres, dsn: x, snapshot: initial}\n"
