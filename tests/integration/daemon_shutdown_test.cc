@@ -107,9 +107,17 @@ TEST_F(DaemonShutdownTest, StdoutSinkIntoAPipeNobodyReadsEndsWithinTheTimeout) {
   UnreadFifo pipe(dir_.file("stdout.fifo"));
   write(jsonl_source(log), "{type: stdout, format: native}");
   daemon_->start_with_stdout(pipe.path());
-  // The pipe's buffer (16 pages of 4 KiB by default) has no free page left: the sink's write()
-  // blocks in the kernel, and nobody will ever read.
-  ASSERT_TRUE(wait_until([&] { return pipe.buffered_bytes() > 65536 - 4096; }, scaled(30s)))
+  // The pipe's buffer (16 pages of 4 KiB by default) fills up and nobody will ever read: 20,000
+  // changes are far more than it holds, so the sink ends up waiting on it. How full it gets
+  // depends on how the sink's writes land in pages (a non-blocking writer leaves part-filled
+  // pages), so wait for it to be half full and for the consumer to be behind.
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return pipe.buffered_bytes() > 65536 / 2 &&
+               metric_value(scrape(port_), "cdcd_consumer_lag_bytes", {{"consumer", "main"}})
+                       .value_or(0) > 0;
+      },
+      scaled(30s)))
       << pipe.buffered_bytes() << " bytes in the pipe\n"
       << daemon_->stderr_text();
   expect_orderly_timeout(terminate());
