@@ -82,7 +82,6 @@ Status PostgresSource::start(const StartPosition& from) {
   next_lsn_ = from.first_lsn;
   in_transaction_ = false;
   pending_ = {};
-  retry_message_.clear();
   buffer_.clear();
 
   auto sql = PgConnection::connect(options_.dsn, source_overrides(options_.dsn));
@@ -574,22 +573,15 @@ Result<bool> PostgresSource::emit_pending(Emitter& out) {
   const bool skip = pending_.skip;
   while (true) {
     if (!skip && !out.wants_more()) return false;
-    std::string_view message;
-    if (!retry_message_.empty()) {
-      message = retry_message_;
-    } else {
-      auto next = buffer_.next();
-      if (!next) return tl::unexpected(next.error());
-      message = *next;
-    }
+    auto next = buffer_.next();
+    if (!next) return tl::unexpected(next.error());
+    const std::string_view message = *next;
     if (message.empty()) break;
     decoded_.clear();
     if (auto decoded = decoder_.decode(message, !skip, decoded_); !decoded) {
-      if (decoded.error().retryable && retry_message_.empty()) retry_message_.assign(message);
       return tl::unexpected(
           with_context(decoded.error(), "decoding transaction " + std::to_string(pending_.xid)));
     }
-    retry_message_.clear();
     for (Change& change : decoded_) {
       change.lsn = pending_.lsn;
       change.seq = pending_.seq++;

@@ -117,7 +117,6 @@ class PostgresSource : public Source {
   std::uint32_t begin_xid_ = 0;
   PendingTransaction pending_;
   std::vector<Change> decoded_;
-  std::string retry_message_;  // a message whose decoding failed with a retryable error
 
   std::uint64_t next_lsn_ = 0;  // transactions committed before it are not delivered again
   std::atomic<std::uint64_t> committed_lsn_{0};
