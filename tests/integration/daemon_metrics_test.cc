@@ -425,12 +425,10 @@ TEST(DaemonReadinessTest, ACheckpointStoreNotUpYetIsWaitedForAndSaveFailuresShow
   generate_changelog(dir.file("generated.jsonl"), 2'000, 100);
   const std::string text = read_file(dir.file("generated.jsonl"));
   const auto changes = read_native_file(dir.file("generated.jsonl")).changes;
-  // Split between two transactions: a transaction cut by an append would stop the consumer.
-  std::size_t middle_index = changes.size() / 2 - 1;
-  while (changes[middle_index + 1].lsn == changes[middle_index].lsn) ++middle_index;
-  const auto half = changes[middle_index].end;
+  const NativeChange& middle_change = last_change_of_middle_transaction(changes);
+  const auto half = middle_change.end;
   // Each write ends with a commit marker: a followed transaction is checkpointed at once.
-  write_file(log, text.substr(0, half) + commit_marker_line(changes[middle_index].lsn));
+  write_file(log, text.substr(0, half) + commit_marker_line(middle_change.lsn));
   const int port = free_port();
   const std::string config = write_config(dir, R"(
 sources:
@@ -467,7 +465,7 @@ metrics: {listen: 127.0.0.1:)" + std::to_string(port) +
       return "0";  // the store has not created its table yet
     }
   };
-  const std::string middle = std::to_string(changes[middle_index].lsn);
+  const std::string middle = std::to_string(middle_change.lsn);
   ASSERT_TRUE(wait_until([&] { return checkpoint_lsn() == middle; }, scaled(60s)))
       << checkpoint_lsn() << daemon.stderr_text();
   ASSERT_TRUE(wait_until(

@@ -188,11 +188,9 @@ TEST_F(DaemonShutdownTest, SighupIsLoggedAndIgnored) {
   generate_changelog(dir_.file("generated.jsonl"), 2'000, 100);
   const std::string text = read_file(dir_.file("generated.jsonl"));
   const auto changes = read_native_file(dir_.file("generated.jsonl")).changes;
-  // Split between two transactions: a transaction cut by an append would stop the consumer.
-  std::size_t middle_index = changes.size() / 2 - 1;
-  while (changes[middle_index + 1].lsn == changes[middle_index].lsn) ++middle_index;
-  const auto half = changes[middle_index].end;
-  write_file(log, text.substr(0, half) + commit_marker_line(changes[middle_index].lsn));
+  const NativeChange& middle_change = last_change_of_middle_transaction(changes);
+  const auto half = middle_change.end;
+  write_file(log, text.substr(0, half) + commit_marker_line(middle_change.lsn));
   write(jsonl_source(log),
         "{type: file, path: " + dir_.file("out.jsonl") + ", format: native, fsync: never}");
   daemon_->start();

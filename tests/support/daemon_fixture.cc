@@ -90,6 +90,12 @@ std::string commit_marker_line(std::uint64_t lsn) {
   return R"({"lsn":)" + std::to_string(lsn) + R"(,"commit":true})" + "\n";
 }
 
+const NativeChange& last_change_of_middle_transaction(const std::vector<NativeChange>& changes) {
+  std::size_t index = changes.size() / 2 - 1;
+  while (changes[index + 1].lsn == changes[index].lsn) ++index;
+  return changes[index];
+}
+
 NativeFile read_native_file(const std::string& path) {
   NativeFile file;
   std::string data = read_file(path);

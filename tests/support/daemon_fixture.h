@@ -59,6 +59,9 @@ NativeFile read_native_file(const std::string& path);
 // `{"lsn":N,"commit":true}` and its '\n': ends transaction N of a followed jsonl log at once (else
 // it ends when a greater lsn follows).
 std::string commit_marker_line(std::uint64_t lsn);
+// The last change of the transaction that ends at or after the middle of `changes`: a followed log
+// written in two parts split there can end each part with a commit marker for a whole transaction.
+const NativeChange& last_change_of_middle_transaction(const std::vector<NativeChange>& changes);
 std::uint64_t file_size(const std::string& path);
 
 // The JSON written by the file checkpoint store.
