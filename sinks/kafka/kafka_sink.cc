@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "daemon/format/format.h"
+#include "sinks/kafka/topic_name.h"
 
 namespace cdcd::kafka {
 
@@ -288,8 +289,8 @@ void KafkaSink::produce_batch(PendingBatch& pending) {
     const Change& change = batch.changes[index];
     if (!constant_topic) {
       topic_name.clear();
-      // A topic template has no {key.FIELD}: rendering it cannot fail.
-      (void)config_.topic.render(change, batch.source_name, topic_name);
+      // A topic template reads no row image: rendering it cannot fail.
+      (void)config_.topic.render(TemplateInput(change, batch.source_name), topic_name);
     }
     // A handle exists only for a valid name: the name is checked when the topic changes.
     if (topic == nullptr || topic->name != topic_name) {
@@ -310,7 +311,9 @@ void KafkaSink::produce_batch(PendingBatch& pending) {
     std::string_view key = change.key.empty() ? std::string_view("{}") : change.key;
     if (config_.key) {
       rendered_key.clear();
-      if (auto rendered = config_.key->render(change, batch.source_name, rendered_key); !rendered) {
+      if (auto rendered =
+              config_.key->render_required(TemplateInput(change, batch.source_name), rendered_key);
+          !rendered) {
         pending.reject(index, fmt::format("kafka sink '{}': cannot build the key of the change at "
                                           "lsn {}: {}",
                                           context_.name, change.lsn, rendered.error().message));
@@ -325,8 +328,8 @@ void KafkaSink::produce_batch(PendingBatch& pending) {
     std::string_view old_key = change.old_key;
     if (tombstone_old_key && config_.key) {
       rendered_old_key.clear();
-      if (auto rendered = config_.key->render_with_key(change, batch.source_name, change.old_key,
-                                                       rendered_old_key);
+      if (auto rendered = config_.key->render_required(
+              TemplateInput(change, batch.source_name, change.old_key), rendered_old_key);
           !rendered) {
         pending.reject(index, fmt::format("kafka sink '{}': cannot build the old key of the "
                                           "change at lsn {}: {}",

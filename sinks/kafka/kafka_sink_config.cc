@@ -195,7 +195,7 @@ std::optional<KafkaSinkConfig> parse_kafka_sink_config(config::Node& options) {
   config.brokers = options.string("brokers", /*required=*/true).value_or("");
 
   auto topic_text = options.string("topic").value_or("cdc.{source}.{entity}");
-  if (auto topic = MessageTemplate::parse(topic_text, /*allow_key_fields=*/false)) {
+  if (auto topic = ChangeTemplate::parse(topic_text, TemplateImages{})) {
     config.topic = std::move(*topic);
   } else {
     options.error_at("topic", topic.error().message);
@@ -203,7 +203,7 @@ std::optional<KafkaSinkConfig> parse_kafka_sink_config(config::Node& options) {
 
   auto key_text = options.string("key").value_or("default");
   if (key_text != "default") {
-    if (auto key = MessageTemplate::parse(key_text, /*allow_key_fields=*/true)) {
+    if (auto key = ChangeTemplate::parse(key_text, TemplateImages{.key = true})) {
       config.key = std::move(*key);
     } else {
       options.error_at("key", key.error().message);

@@ -5,8 +5,8 @@
 #include <string>
 
 #include "daemon/config/node.h"
+#include "daemon/format/change_template.h"
 #include "daemon/format/format.h"
-#include "sinks/kafka/message_template.h"
 
 namespace cdcd::kafka {
 
@@ -17,8 +17,8 @@ struct TopicCreation {
 
 struct KafkaSinkConfig {
   std::string brokers;
-  MessageTemplate topic;
-  std::optional<MessageTemplate> key;  // nullopt: the change's key as compact JSON
+  ChangeTemplate topic;
+  std::optional<ChangeTemplate> key;  // nullopt: the change's key as compact JSON
   Format format = Format::kDebezium;
   bool tombstones = true;
   bool headers = true;
