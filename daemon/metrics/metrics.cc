@@ -35,6 +35,9 @@ Metrics::Metrics()
       lsn_gaps_(counter_family(*registry_, "cdcd_lsn_gaps_total",
                                "Times the source's lsn jumped by more than one between "
                                "consecutive transactions (sources with dense lsns only).")),
+      source_reconnects_(counter_family(*registry_, "cdcd_source_reconnects_total",
+                                        "Times the source re-established its connection to the "
+                                        "database after losing it.")),
       checkpoint_lsn_(gauge_family(*registry_, "cdcd_consumer_checkpoint_lsn",
                                    "Lsn of the consumer's last durably saved checkpoint.")),
       lag_bytes_(gauge_family(*registry_, "cdcd_consumer_lag_bytes",
@@ -73,7 +76,7 @@ SourceMetrics Metrics::source(const std::string& source) {
   std::lock_guard lock(mutex_);
   const prometheus::Labels labels{{"source", source}};
   return SourceMetrics{&source_read_lsn_.Add(labels), &source_head_lsn_.Add(labels),
-                       &lsn_gaps_.Add(labels)};
+                       &lsn_gaps_.Add(labels), &source_reconnects_.Add(labels)};
 }
 
 SinkMetrics Metrics::sink(const std::string& sink) {

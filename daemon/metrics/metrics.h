@@ -51,6 +51,7 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>& source_read_lsn_;
   prometheus::Family<prometheus::Gauge>& source_head_lsn_;
   prometheus::Family<prometheus::Counter>& lsn_gaps_;
+  prometheus::Family<prometheus::Counter>& source_reconnects_;
   prometheus::Family<prometheus::Gauge>& checkpoint_lsn_;
   prometheus::Family<prometheus::Gauge>& lag_bytes_;
   prometheus::Family<prometheus::Gauge>& lag_seconds_;

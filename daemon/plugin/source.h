@@ -34,6 +34,7 @@ struct SourceMetrics {
   prometheus::Gauge* read_lsn = nullptr;
   prometheus::Gauge* head_lsn = nullptr;
   prometheus::Counter* lsn_gaps = nullptr;
+  prometheus::Counter* reconnects = nullptr;  // connections re-established after a loss
 };
 
 struct SourceContext {

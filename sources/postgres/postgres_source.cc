@@ -423,6 +423,7 @@ Result<PollOutcome> PostgresSource::poll_disconnected(Emitter& out, Deadline dea
   if (auto started = start_streaming(false); !started) return disconnected(started.error());
   backoff_ = std::chrono::milliseconds(0);
   connected_ = true;
+  if (context_.metrics.reconnects) context_.metrics.reconnects->Increment();
   log_->info("postgres source {}: reconnected to {}, streaming from slot {}", context_.name, where_,
              options_.slot);
   return poll_stream(out, deadline);
