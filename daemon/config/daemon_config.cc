@@ -17,6 +17,7 @@
 #include <spdlog/spdlog.h>
 #include <yaml-cpp/eventhandler.h>
 
+#include "daemon/core/lsn.h"
 #include "daemon/format/rfc3339.h"
 #include "daemon/metrics/metrics.h"
 
@@ -424,16 +425,36 @@ class Parser {
     if (has_lsn && has_timestamp) {
       node.error("give either lsn or timestamp, not both");
     } else if (has_lsn) {
-      if (auto lsn = node.integer("lsn", 0, kMaxLsn, true)) {
-        start.kind = StartConfig::Kind::kLsn;
-        start.lsn = static_cast<std::uint64_t>(*lsn);
-      }
+      parse_start_lsn(node, start);
     } else if (has_timestamp) {
       parse_start_timestamp(node, start);
     } else {
       node.error(expected);
     }
     node.check_unknown_keys();
+  }
+
+  // A number, or PostgreSQL's X/Y form as pg_current_wal_lsn() and the postgres source's messages
+  // show it.
+  void parse_start_lsn(Node& node, StartConfig& start) {
+    Node lsn_node = node.child("lsn");
+    if (auto text = lsn_node.is_scalar() ? lsn_node.scalar() : std::nullopt;
+        text && text->find('/') != std::string::npos) {
+      if (auto lsn = parse_lsn(*text)) {
+        start.kind = StartConfig::Kind::kLsn;
+        start.lsn = *lsn;
+      } else {
+        lsn_node.error(
+            "expected an lsn: a number, or PostgreSQL's X/Y form such as 0/16B3748, "
+            "got " +
+            shown(lsn_node, *text));
+      }
+      return;
+    }
+    if (auto lsn = node.integer("lsn", 0, kMaxLsn, true)) {
+      start.kind = StartConfig::Kind::kLsn;
+      start.lsn = static_cast<std::uint64_t>(*lsn);
+    }
   }
 
   void parse_start_timestamp(Node& node, StartConfig& start) {

@@ -380,6 +380,33 @@ TEST(DaemonConfig, TabInIndentationIsNamed) {
   }
 }
 
+// A start lsn copied from PostgreSQL (pg_current_wal_lsn(), the postgres source's messages) is in
+// its X/Y form; a malformed one names where it is and what was expected.
+TEST(DaemonConfig, StartLsnInPostgresForm) {
+  PluginRegistry registry = fake_registry();
+  QuietLoggers loggers;
+  auto config_with = [](const std::string& lsn) {
+    return "sources: {log: {type: jsonl, path: l}}\n"
+           "sinks: {out: {type: stdout}}\n"
+           "checkpoints: {type: file, dir: d}\n"
+           "consumers:\n"
+           "  c: {source: log, sinks: [out], start: {lsn: " +
+           lsn + "}}\n";
+  };
+  config::Diagnostics diagnostics;
+  auto config = parse_config(config_with("\"0/16B3748\""), "t.yaml", registry,
+                             loggers.environment(), diagnostics);
+  ASSERT_TRUE(config.has_value()) << diagnostics.to_string();
+  EXPECT_EQ(config->consumers[0].start.kind, StartConfig::Kind::kLsn);
+  EXPECT_EQ(config->consumers[0].start.lsn, 23803720u);
+
+  config::Diagnostics bad;
+  EXPECT_FALSE(parse_config(config_with("1/XYZ"), "t.yaml", registry, loggers.environment(), bad));
+  EXPECT_EQ(bad.to_string(),
+            "t.yaml:5:47: error: consumers.c.start.lsn: expected an lsn: a number, or "
+            "PostgreSQL's X/Y form such as 0/16B3748, got \"1/XYZ\"\n");
+}
+
 // Tabs elsewhere (inside a value, after the indentation) are not blamed for other YAML errors.
 TEST(DaemonConfig, TabOutsideIndentationKeepsYamlCppsMessage) {
   PluginRegistry registry = fake_registry();
