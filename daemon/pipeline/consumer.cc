@@ -6,6 +6,7 @@
 #include <simdjson.h>
 #include <nlohmann/json.hpp>
 
+#include "daemon/core/thread_name.h"
 #include "daemon/format/format.h"
 #include "daemon/format/json_writer.h"
 
@@ -128,7 +129,10 @@ bool Consumer::wants(const SourceEvent& event) const {
 
 void Consumer::start() {
   next_checkpoint_ = Clock::now() + setup_.checkpoint_interval;
-  thread_ = std::thread([this] { run(); });
+  thread_ = std::thread([this] {
+    name_this_thread("con", name());
+    run();
+  });
 }
 
 void Consumer::abort() {

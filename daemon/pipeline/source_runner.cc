@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "daemon/core/backoff.h"
+#include "daemon/core/thread_name.h"
 
 namespace cdcd {
 
@@ -127,7 +128,10 @@ SourceRunner::~SourceRunner() {
 }
 
 void SourceRunner::start() {
-  thread_ = std::thread([this] { run(); });
+  thread_ = std::thread([this] {
+    name_this_thread("src", name_);
+    run();
+  });
 }
 
 void SourceRunner::request_stop(Clock::time_point deadline) {
