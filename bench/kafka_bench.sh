@@ -13,12 +13,9 @@ runs=${2:-3}
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD_DIR:-$root/build-bench-kafka}
 work=$(mktemp -d /tmp/cdcd-kafka-bench.XXXXXX)
-mock_pid=""
+source "$root/bench/lib/kafka_mock.sh"
 cleanup() {
-  if [ -n "$mock_pid" ]; then
-    kill "$mock_pid" 2>/dev/null || true
-    wait "$mock_pid" 2>/dev/null || true
-  fi
+  stop_mock_cluster
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -41,32 +38,13 @@ with open(sys.argv[1], encoding="utf-8") as lines, open(sys.argv[2], "w", encodi
 PY
 echo "input: $count changes, $(($(stat -c %s "$work/changes.jsonl") / 1024 / 1024)) MiB"
 
-"$build/tools/kafka_mock_cluster" >"$work/mock.out" 2>"$work/mock.err" &
-mock_pid=$!
-for _ in $(seq 100); do grep -q '^control=' "$work/mock.out" && break; sleep 0.1; done
-bootstrap=$(sed -n 's/^bootstrap=//p' "$work/mock.out")
-control=$(sed -n 's/^control=//p' "$work/mock.out")
-[ -n "$control" ] || { echo "the mock cluster did not start: $(cat "$work/mock.err")" >&2; exit 1; }
-exec 3<>"/dev/tcp/127.0.0.1/$control"
-mock() {
-  echo "$*" >&3
-  local reply
-  read -r reply <&3
-  [ "$reply" = ok ] || { echo "mock cluster: $*: $reply" >&2; exit 1; }
-}
+start_mock_cluster
 
 partitions=6
 # The producer settings both sides use: cdcd's defaults (idempotence, acks=all, Java's murmur2,
 # bounded queue), so that the comparison measures cdcd's overhead over librdkafka's.
 producer_properties=(enable.idempotence=true acks=all partitioner=murmur2_random
   queue.buffering.max.kbytes=65536)
-
-# Messages in a topic: the sum of its partitions' high watermarks.
-topic_count() {
-  local args=()
-  for p in $(seq 0 $((partitions - 1))); do args+=(-t "$1:$p:-1"); done
-  kcat -b "$bootstrap" -Q "${args[@]}" | awk '{sum += $NF} END {print sum + 0}'
-}
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
@@ -105,7 +83,7 @@ YAML
   start=$(date +%s.%N)
   timeout 600 /usr/bin/time -f "%U %S %M" -o "$work/time.txt" "$build/cdcd" run --config "$work/bench.yaml"
   end=$(date +%s.%N)
-  produced=$(topic_count "bench.cdcd.$run")
+  produced=$(topic_count "bench.cdcd.$run" "$partitions")
   [ "$produced" -eq "$count" ] || { echo "cdcd produced $produced messages, expected $count" >&2; exit 1; }
   cdcd_rates+=("$(echo "$count / ($end - $start)" | bc -l)")
   cdcd_rss+=("$(awk '{print $3}' "$work/time.txt")")
@@ -117,7 +95,7 @@ YAML
   timeout 600 /usr/bin/time -f "%U %S" -o "$work/time.txt" \
     kcat -P -l -K $'\t' -b "$bootstrap" -t "bench.kcat.$run" "${kcat_args[@]}" "$work/kcat.txt"
   end=$(date +%s.%N)
-  produced=$(topic_count "bench.kcat.$run")
+  produced=$(topic_count "bench.kcat.$run" "$partitions")
   [ "$produced" -eq "$count" ] || { echo "kcat produced $produced messages, expected $count" >&2; exit 1; }
   kcat_rates+=("$(echo "$count / ($end - $start)" | bc -l)")
   kcat_cpu+=("$(cpu_per_change "$work/time.txt")")
@@ -125,7 +103,7 @@ YAML
   # The sink alone. It keeps every parsed change in memory: its RSS is not cdcd's.
   sink_out=$(timeout 600 "$build/bench/kafka_sink_bench" "$bootstrap" "bench.sink.$run" \
     "$work/changes.jsonl")
-  produced=$(topic_count "bench.sink.$run")
+  produced=$(topic_count "bench.sink.$run" "$partitions")
   [ "$produced" -eq "$count" ] || { echo "the sink produced $produced messages, expected $count" >&2; exit 1; }
   sink_rates+=("$(echo "$sink_out" | sed -n 's/.*: \([0-9.]*\) changes\/s/\1/p')")
 

@@ -17,57 +17,26 @@ rows=${1:-1000000}
 latency_seconds=${2:-20}
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD_DIR:-$root/build-bench}
-pgbin=/usr/lib/postgresql/15/bin
-python=/usr/bin/python3
 work=$(mktemp -d /tmp/cdcd-pgbench.XXXXXX)
 chmod 755 "$work"
 cdcd_pid=""
-
-as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+source "$root/bench/lib/postgres.sh"
 cleanup() {
   [ -n "$cdcd_pid" ] && kill "$cdcd_pid" 2>/dev/null && wait "$cdcd_pid" 2>/dev/null || true
-  [ -f "$work/data/postmaster.pid" ] && as_postgres "$pgbin/pg_ctl" -D "$work/data" -m immediate -w stop >/dev/null 2>&1 || true
+  stop_postgres
   rm -rf "$work"
 }
 trap cleanup EXIT
-free_port() { "$python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-now() { date +%s.%N; }
 
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCDCD_TESTS=OFF >/dev/null
 cmake --build "$build" --target cdcd >/dev/null
 
-port=$(free_port)
 metrics_port=$(free_port)
-mkdir "$work/data"
-[ "$(id -u)" = 0 ] && chown postgres:postgres "$work/data"
-chmod 700 "$work/data"
-as_postgres "$pgbin/initdb" -D "$work/data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 --no-sync >/dev/null
-cat >>"$work/data/postgresql.conf" <<CONF
-listen_addresses = '127.0.0.1'
-port = $port
-unix_socket_directories = '$work/data'
-wal_level = logical
-max_replication_slots = 10
-max_wal_senders = 10
-fsync = off
-synchronous_commit = off
-full_page_writes = off
-shared_buffers = 256MB
-max_wal_size = 8GB
-CONF
-as_postgres "$pgbin/pg_ctl" -D "$work/data" -l "$work/data/server.log" -w start >/dev/null
-dsn="host=127.0.0.1 port=$port dbname=postgres user=postgres"
-psql_() { psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres -d postgres "$@"; }
+start_postgres
 
 psql_ -c "CREATE TABLE bench (id bigint PRIMARY KEY, v text NOT NULL, n int NOT NULL);
           CREATE TABLE lat (id bigserial PRIMARY KEY, v int);
           CREATE PUBLICATION pub FOR TABLE bench, lat;"
-
-# Sums a counter family on cdcd's /metrics.
-metric_sum() {
-  curl -s "http://127.0.0.1:$metrics_port/metrics" |
-    awk -v name="$1" 'index($0, name "{") == 1 {sum += $NF} END {printf "%d\n", sum}'
-}
 
 write_config() {  # slot, output file, batch max_wait
   cat >"$work/cdcd.yaml" <<YAML
@@ -84,12 +53,9 @@ YAML
 }
 
 recvlogical_rate() {  # slot, end position, number of row events
-  local start end
-  start=$(now)
-  "$pgbin/pg_recvlogical" --no-loop -d "$dsn" -S "$1" --start -E "$2" -f /dev/null \
-    -o proto_version=1 -o publication_names=pub
-  end=$(now)
-  echo "$3 / ($end - $start)" | bc -l
+  local seconds
+  read -r seconds _ <<<"$(recvlogical_run "$1" "$2")"
+  echo "$3 / $seconds" | bc -l
 }
 
 cdcd_rate() {  # slot, number of row events; also sets rss_kib (cdcd's peak RSS)

@@ -56,6 +56,11 @@ Metrics::Metrics()
                           .Name("cdcd_sink_batch_duration_seconds")
                           .Help("Time from handing a batch to the sink to its acknowledgement.")
                           .Register(*registry_)),
+      commit_to_ack_(prometheus::BuildHistogram()
+                         .Name("cdcd_sink_commit_to_ack_seconds")
+                         .Help("Time from a change's commit in the source to the sink's "
+                               "acknowledgement of it (changes without a commit time excluded).")
+                         .Register(*registry_)),
       sink_errors_(counter_family(*registry_, "cdcd_sink_errors_total",
                                   "Failed write attempts of the sink, retried or not.")),
       sink_retries_(counter_family(*registry_, "cdcd_sink_retries_total",
@@ -103,6 +108,16 @@ CheckpointMetrics Metrics::checkpoint(const std::string& consumer) {
 prometheus::Histogram& Metrics::sink_batch_duration(const std::string& sink) {
   std::lock_guard lock(mutex_);
   return batch_duration_.Add({{"sink", sink}}, batch_duration_buckets());
+}
+
+prometheus::Histogram& Metrics::commit_to_ack(const std::string& consumer,
+                                              const std::string& sink) {
+  // Fine around the tens of milliseconds a streaming pipeline should hold, coarse beyond.
+  static const prometheus::Histogram::BucketBoundaries kBuckets{
+      0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075,
+      0.1,   0.25,   0.5,   1,      2.5,  5,     10,   30,   60,   300};
+  std::lock_guard lock(mutex_);
+  return commit_to_ack_.Add({{"consumer", consumer}, {"sink", sink}}, kBuckets);
 }
 
 prometheus::Counter& Metrics::events(const std::string& consumer, const std::string& sink,

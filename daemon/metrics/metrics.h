@@ -43,6 +43,7 @@ class Metrics {
   ConsumerMetrics consumer(const std::string& consumer);
   CheckpointMetrics checkpoint(const std::string& consumer);
   prometheus::Histogram& sink_batch_duration(const std::string& sink);
+  prometheus::Histogram& commit_to_ack(const std::string& consumer, const std::string& sink);
   prometheus::Counter& events(const std::string& consumer, const std::string& sink, Operation op);
 
  private:
@@ -59,6 +60,7 @@ class Metrics {
   prometheus::Family<prometheus::Counter>& dead_letters_;
   prometheus::Family<prometheus::Counter>& events_;
   prometheus::Family<prometheus::Histogram>& batch_duration_;
+  prometheus::Family<prometheus::Histogram>& commit_to_ack_;
   prometheus::Family<prometheus::Counter>& sink_errors_;
   prometheus::Family<prometheus::Counter>& sink_retries_;
   prometheus::Family<prometheus::Counter>& checkpoint_save_errors_;

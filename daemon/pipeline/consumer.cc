@@ -65,6 +65,7 @@ Consumer::Consumer(ConsumerSetup setup)
     }
     events_counters_.push_back(std::move(by_operation));
     batch_durations_.push_back(&setup_.metrics->sink_batch_duration(sink.name));
+    commit_to_ack_.push_back(&setup_.metrics->commit_to_ack(name(), sink.name));
   }
   inbox_->wake = &queue_;
   status_.name = name();
@@ -349,9 +350,14 @@ void Consumer::process_ack(Ack& ack) {
     for (const auto& rejection : ack.report.rejected) {
       if (rejection.index < changes.size()) rejected[rejection.index] = true;
     }
+    const std::int64_t acked_at_us = now_us();
     for (std::size_t i = 0; i < changes.size(); ++i) {
-      if (!rejected[i])
-        events_counters_[ack.sink][static_cast<int>(changes[i].operation)]->Increment();
+      if (rejected[i]) continue;
+      events_counters_[ack.sink][static_cast<int>(changes[i].operation)]->Increment();
+      if (changes[i].timestamp_us > 0) {
+        commit_to_ack_[ack.sink]->Observe(
+            static_cast<double>(acked_at_us - changes[i].timestamp_us) / 1e6);
+      }
     }
     for (const auto& rejection : ack.report.rejected) {
       if (rejection.index >= changes.size()) continue;

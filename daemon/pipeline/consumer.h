@@ -155,6 +155,7 @@ class Consumer {
   std::chrono::steady_clock::time_point next_checkpoint_;
   std::vector<std::vector<prometheus::Counter*>> events_counters_;  // [sink][operation]
   std::vector<prometheus::Histogram*> batch_durations_;
+  std::vector<prometheus::Histogram*> commit_to_ack_;  // per sink
   ConsumerMetrics metrics_;
 
   // Shared with acknowledgement callbacks (any thread).

@@ -192,6 +192,32 @@ TEST_F(ConsumerTest, BatchesByMaxEvents) {
   expect_saves_well_formed();
 }
 
+// Every acknowledged change counts once, per sink, with its age at the acknowledgement; changes
+// without a commit time are left out rather than counted as 56 years old.
+TEST_F(ConsumerTest, CommitToAckLatencyIsObservedPerAcknowledgedChange) {
+  FakeSink sink;
+  auto config = base_config();
+  config.batch.max_wait = kForever;
+  auto consumer = make(config, {{"a", &sink}});
+  consumer->start();
+  const auto now = std::chrono::system_clock::now().time_since_epoch();
+  const std::int64_t two_seconds_ago_us =
+      std::chrono::duration_cast<std::chrono::microseconds>(now).count() - 2'000'000;
+  auto events = transactions(1, 4);
+  for (auto& event : events) {
+    if (auto* change = std::get_if<Change>(&event)) {
+      change->timestamp_us = change->lsn == 4 ? 0 : two_seconds_ago_us;
+    }
+  }
+  feed(*consumer, std::move(events), true);
+  ASSERT_TRUE(wait_stopped(*consumer));
+  ASSERT_EQ(consumer->state(), ConsumerState::kFinished) << consumer->status().error;
+  auto latency = metrics_.commit_to_ack(kName, "a").Collect().histogram;
+  EXPECT_EQ(latency.sample_count, 3u);
+  EXPECT_GE(latency.sample_sum, 3 * 2.0);
+  EXPECT_LT(latency.sample_sum, 3 * 60.0);
+}
+
 TEST_F(ConsumerTest, BatchesByMaxBytes) {
   FakeSink sink;
   const std::size_t change_bytes = make_change(1).byte_size();
