@@ -82,31 +82,20 @@ thread_cpu() {  # pid
     END { for (n in cpu) printf "%s=%.3f ", n, cpu[n] }'
 }
 
-walsender_cpu() {  # slot: CPU seconds of the walsender serving it
-  local pid
-  pid=$(psql_ -Atc "SELECT active_pid FROM pg_replication_slots WHERE slot_name = '$1'")
-  [ -n "$pid" ] || { echo 0; return; }
-  awk -v ticks="$(getconf CLK_TCK)" '{sub(/^.*\) /, ""); split($0, f, " "); printf "%.3f", (f[12] + f[13]) / ticks}' \
-    "/proc/$pid/stat"
-}
-
 # Runs cdcd from a slot until its sink acknowledged `events` changes. Writes "SECONDS RSS_KIB
 # WALSENDER_CPU THREAD_CPU..." to $work/run.
 cdcd_run() {  # slot, sink kind, destination, number of row events
   local slot=$1 kind=$2 destination=$3 events=$4 start end
   write_config "$slot" "$kind" "$destination" 50ms
+  sample_walsender "$slot"
   start=$(now)
   "$build/cdcd" run --config "$work/cdcd.yaml" 2>"$work/cdcd-$slot.log" &
   cdcd_pid=$!
-  until [ "$(metric_sum cdcd_events_total)" -ge "$events" ]; do
-    kill -0 "$cdcd_pid" 2>/dev/null || { cat "$work/cdcd-$slot.log" >&2; exit 1; }
-    sleep 0.02
-  done
-  end=$(now)
+  end=$(wait_for_events "$cdcd_pid" "$events") || { cat "$work/cdcd-$slot.log" >&2; exit 1; }
   local rss threads walsender
   rss=$(awk '/^VmHWM/ {print $2}' "/proc/$cdcd_pid/status")
   threads=$(thread_cpu "$cdcd_pid")
-  walsender=$(walsender_cpu "$slot")
+  walsender=$(walsender_seconds "$slot")
   kill -TERM "$cdcd_pid"
   wait "$cdcd_pid" || true
   cdcd_pid=""
@@ -140,13 +129,14 @@ measure() {  # workload name, number of row events, load SQL
   end=$(now)
   endpos=$(psql_ -Atc "SELECT pg_current_wal_insert_lsn()")
   printf '%s: wrote %d row changes in %.1f s\n' "$name" "$events" "$(echo "$end - $start" | bc -l)"
-  declare -A rates cpu
+  declare -A rates
   local seconds recv_cpu rss walsender threads destination
   for round in $(seq "$rounds"); do
-    read -r seconds recv_cpu <<<"$(recvlogical_run "recv_${name}_$round" "$endpos")"
+    read -r seconds recv_cpu walsender <<<"$(recvlogical_run "recv_${name}_$round" "$endpos")"
     rates[recv]+="$(echo "$events / $seconds" | bc -l) "
-    printf '  round %d: pg_recvlogical %.0f changes/s (%.2f CPU-s per million)\n' "$round" \
-      "$(echo "$events / $seconds" | bc -l)" "$(per_million "$recv_cpu" "$events")"
+    printf '  round %d: pg_recvlogical %.0f changes/s; CPU-s per million: walsender %.2f, pg_recvlogical %.2f\n' \
+      "$round" "$(echo "$events / $seconds" | bc -l)" "$(per_million "$walsender" "$events")" \
+      "$(per_million "$recv_cpu" "$events")"
     for kind in "${kinds[@]}"; do
       if [ "$kind" = file ]; then
         destination="$work/out-$kind-$name-$round.jsonl"
@@ -159,7 +149,6 @@ measure() {  # workload name, number of row events, load SQL
       rm -f "$work/out-$kind-$name-$round.jsonl"
       read -r seconds rss walsender threads <"$work/run"
       rates[$kind]+="$(echo "$events / $seconds" | bc -l) "
-      cpu[$kind]+="$(per_million "$walsender" "$events") "
       local breakdown="" word
       for word in $threads; do
         breakdown+=" ${word%%=*} $(printf '%.2f' "$(per_million "${word#*=}" "$events")")"

@@ -65,11 +65,7 @@ cdcd_rate() {  # slot, number of row events; also sets rss_kib (cdcd's peak RSS)
   start=$(now)
   "$build/cdcd" run --config "$work/cdcd.yaml" 2>"$work/cdcd-$slot.log" &
   cdcd_pid=$!
-  until [ "$(metric_sum cdcd_events_total)" -ge "$events" ]; do
-    kill -0 "$cdcd_pid" 2>/dev/null || { cat "$work/cdcd-$slot.log" >&2; exit 1; }
-    sleep 0.05
-  done
-  end=$(now)
+  end=$(wait_for_events "$cdcd_pid" "$events") || { cat "$work/cdcd-$slot.log" >&2; exit 1; }
   rss_kib=$(awk '/^VmHWM/ {print $2}' "/proc/$cdcd_pid/status")
   kill -TERM "$cdcd_pid"
   wait "$cdcd_pid" || true

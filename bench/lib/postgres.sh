@@ -39,20 +39,85 @@ stop_postgres() {
 
 psql_() { psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres -d postgres "$@"; }
 
-# Sums a counter family on cdcd's /metrics at $metrics_port.
-metric_sum() {
-  curl -s "http://127.0.0.1:$metrics_port/metrics" |
-    awk -v name="$1" 'index($0, name "{") == 1 {sum += $NF} END {printf "%d\n", sum}'
+# Waits until cdcd (pid $1) has acknowledged $2 changes (cdcd_events_total on its /metrics at
+# $metrics_port), then prints the time. One process polling over a kept-alive connection: a curl
+# per poll would take CPU from the very processes being measured.
+wait_for_events() {  # pid, number of changes
+  "$python" - "$1" "$2" "$metrics_port" <<'PY'
+import http.client, os, sys, time
+pid, wanted, port = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+connection = None
+while True:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        sys.exit("cdcd exited before acknowledging %d changes" % wanted)
+    try:
+        connection = connection or http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        connection.request("GET", "/metrics")
+        text = connection.getresponse().read().decode()
+        done = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("cdcd_events_total{"))
+        if done >= wanted:
+            print("%.6f" % time.time())
+            break
+    except (OSError, http.client.HTTPException):
+        connection = None
+    time.sleep(0.01)
+PY
 }
 
-# pg_recvlogical decoding a slot up to an end position into /dev/null: prints "SECONDS CPU_SECONDS".
+# Samples, in the background, the CPU time of the walsender serving a slot until it exits (or
+# until walsender_seconds asks it to stop); the last value lands in $work/walsender-SLOT.
+sample_walsender() {  # slot
+  "$python" - "$dsn" "$1" "$work/walsender-$1" <<'PY' &
+import os, sys, time
+import psycopg2
+connection = psycopg2.connect(sys.argv[1])
+connection.autocommit = True
+cursor = connection.cursor()
+pid = None
+for _ in range(3000):
+    cursor.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s",
+                   (sys.argv[2],))
+    row = cursor.fetchone()
+    if row and row[0]:
+        pid = row[0]
+        break
+    time.sleep(0.01)
+connection.close()
+ticks, seconds = os.sysconf("SC_CLK_TCK"), 0.0
+while pid and not os.path.exists(sys.argv[3] + ".stop"):
+    try:
+        fields = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+    except OSError:
+        break
+    seconds = (int(fields[11]) + int(fields[12])) / ticks
+    time.sleep(0.02)
+open(sys.argv[3], "w").write("%.3f\n" % seconds)
+PY
+}
+
+# Ends the sampler and prints the walsender's CPU seconds.
+walsender_seconds() {  # slot
+  touch "$work/walsender-$1.stop"
+  # Waits on the file, not the process: callers run this in a command substitution, a subshell
+  # that cannot wait for its parent's children.
+  until [ -s "$work/walsender-$1" ]; do sleep 0.01; done
+  cat "$work/walsender-$1"
+}
+
+# pg_recvlogical decoding a slot up to an end position into /dev/null: prints "SECONDS CPU_SECONDS
+# WALSENDER_CPU_SECONDS".
 recvlogical_run() {  # slot, end position
   local start end
+  sample_walsender "$1"
   start=$(now)
   /usr/bin/time -f "%U %S" -o "$work/recv-time.txt" "$pgbin/pg_recvlogical" --no-loop -d "$dsn" \
     -S "$1" --start -E "$2" -f /dev/null -o proto_version=1 -o publication_names=pub
   end=$(now)
-  echo "$(echo "$end - $start" | bc -l) $(awk '{print $1 + $2}' "$work/recv-time.txt")"
+  echo "$(echo "$end - $start" | bc -l) $(awk '{print $1 + $2}' "$work/recv-time.txt")" \
+    "$(walsender_seconds "$1")"
 }
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
