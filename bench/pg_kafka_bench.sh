@@ -83,7 +83,7 @@ thread_cpu() {  # pid
 }
 
 # Runs cdcd from a slot until its sink acknowledged `events` changes. Writes "SECONDS RSS_KIB
-# WALSENDER_CPU THREAD_CPU..." to $work/run.
+# WALSENDER_CPU WALSENDER_SEGMENTS THREAD_CPU..." to $work/run.
 cdcd_run() {  # slot, sink kind, destination, number of row events
   local slot=$1 kind=$2 destination=$3 events=$4 start end
   write_config "$slot" "$kind" "$destination" 50ms
@@ -130,13 +130,13 @@ measure() {  # workload name, number of row events, load SQL
   endpos=$(psql_ -Atc "SELECT pg_current_wal_insert_lsn()")
   printf '%s: wrote %d row changes in %.1f s\n' "$name" "$events" "$(echo "$end - $start" | bc -l)"
   declare -A rates
-  local seconds recv_cpu rss walsender threads destination
+  local seconds recv_cpu rss walsender segments threads destination
   for round in $(seq "$rounds"); do
-    read -r seconds recv_cpu walsender <<<"$(recvlogical_run "recv_${name}_$round" "$endpos")"
+    read -r seconds recv_cpu walsender segments <<<"$(recvlogical_run "recv_${name}_$round" "$endpos")"
     rates[recv]+="$(echo "$events / $seconds" | bc -l) "
-    printf '  round %d: pg_recvlogical %.0f changes/s; CPU-s per million: walsender %.2f, pg_recvlogical %.2f\n' \
+    printf '  round %d: pg_recvlogical %.0f changes/s; CPU-s per million: walsender %.2f, pg_recvlogical %.2f; walsender TCP segments per change %.2f\n' \
       "$round" "$(echo "$events / $seconds" | bc -l)" "$(per_million "$walsender" "$events")" \
-      "$(per_million "$recv_cpu" "$events")"
+      "$(per_million "$recv_cpu" "$events")" "$(echo "$segments / $events" | bc -l)"
     for kind in "${kinds[@]}"; do
       if [ "$kind" = file ]; then
         destination="$work/out-$kind-$name-$round.jsonl"
@@ -147,16 +147,17 @@ measure() {  # workload name, number of row events, load SQL
       cdcd_run "${kind}_${name}_$round" "$kind" "$destination" "$events"
       check_delivered "$kind" "$destination" "$events"
       rm -f "$work/out-$kind-$name-$round.jsonl"
-      read -r seconds rss walsender threads <"$work/run"
+      read -r seconds rss walsender segments threads <"$work/run"
       rates[$kind]+="$(echo "$events / $seconds" | bc -l) "
       local breakdown="" word
       for word in $threads; do
         breakdown+=" ${word%%=*} $(printf '%.2f' "$(per_million "${word#*=}" "$events")")"
       done
-      printf '    cdcd -> %-8s %.0f changes/s, ratio %.2f, peak RSS %.1f MiB; CPU-s per million: walsender %.2f,%s\n' \
+      printf '    cdcd -> %-8s %.0f changes/s, ratio %.2f, peak RSS %.1f MiB; CPU-s per million: walsender %.2f,%s; walsender TCP segments per change %.2f\n' \
         "$kind" "$(echo "$events / $seconds" | bc -l)" \
         "$(echo "$events / $seconds / ($(echo "${rates[recv]}" | awk '{print $NF}'))" | bc -l)" \
-        "$(echo "$rss / 1024" | bc -l)" "$(per_million "$walsender" "$events")" "$breakdown"
+        "$(echo "$rss / 1024" | bc -l)" "$(per_million "$walsender" "$events")" "$breakdown" \
+        "$(echo "$segments / $events" | bc -l)"
     done
   done
   local recv_median
@@ -229,3 +230,18 @@ read -r count p50 p99 max <"$work/latency.txt"
 tps=$(awk '/^tps/ {printf "%.0f", $3}' "$work/pgbench.txt")
 printf 'latency at %s txn/s (%d changes): commit -> Kafka consumer p50 %s ms, p99 %s ms, max %s ms\n' \
   "$tps" "$count" "$p50" "$p99" "$max"
+# cdcd's own view: commit -> the sink's delivery report, from its histogram (interpolated within
+# buckets, as Prometheus' histogram_quantile does).
+curl -s "http://127.0.0.1:$metrics_port/metrics" | "$python" -c '
+import re, sys
+buckets = sorted((float(le), float(count)) for le, count in re.findall(
+    r"^cdcd_sink_commit_to_ack_seconds_bucket\{[^}]*le=\"([^\"]+)\"\} (\S+)", sys.stdin.read(), re.M))
+total = buckets[-1][1]
+def quantile(q):
+    rank, lower, below = q * total, 0.0, 0.0
+    for upper, count in buckets:
+        if count >= rank:
+            return (lower + (upper - lower) * (rank - below) / max(count - below, 1)) * 1000
+        lower, below = upper, count
+print("commit -> Kafka delivery report (cdcd_sink_commit_to_ack_seconds, %d changes): p50 %.1f ms, p99 %.1f ms"
+      % (total, quantile(0.5), quantile(0.99)))'

@@ -63,16 +63,26 @@ while True:
             break
     except (OSError, http.client.HTTPException):
         connection = None
-    time.sleep(0.01)
+    # Each scrape costs cdcd about a millisecond of CPU: poll no faster than the end needs.
+    time.sleep(0.05)
 PY
 }
 
 # Samples, in the background, the CPU time of the walsender serving a slot until it exits (or
-# until walsender_seconds asks it to stop); the last value lands in $work/walsender-SLOT.
+# until walsender_seconds asks it to stop), and the TCP segments it sent (ss: the server's
+# busiest connection); the last values land in $work/walsender-SLOT as "CPU_SECONDS SEGMENTS".
 sample_walsender() {  # slot
-  "$python" - "$dsn" "$1" "$work/walsender-$1" <<'PY' &
-import os, sys, time
+  "$python" - "$dsn" "$1" "$work/walsender-$1" "$port" <<'PY' &
+import os, re, subprocess, sys, time
 import psycopg2
+
+def segments_sent():
+    report = subprocess.run(["ss", "-tinH", "sport = :" + sys.argv[4]], capture_output=True,
+                            text=True).stdout
+    counts = [(int(sent), int(segments)) for sent, segments in
+              re.findall(r"bytes_sent:(\d+).*?segs_out:(\d+)", report.replace("\n", " "))]
+    return max(counts)[1] if counts else 0
+
 connection = psycopg2.connect(sys.argv[1])
 connection.autocommit = True
 cursor = connection.cursor()
@@ -86,19 +96,22 @@ for _ in range(3000):
         break
     time.sleep(0.01)
 connection.close()
-ticks, seconds = os.sysconf("SC_CLK_TCK"), 0.0
+ticks, seconds, segments, polls = os.sysconf("SC_CLK_TCK"), 0.0, 0, 0
 while pid and not os.path.exists(sys.argv[3] + ".stop"):
     try:
         fields = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
     except OSError:
         break
     seconds = (int(fields[11]) + int(fields[12])) / ticks
+    polls += 1
+    if polls % 5 == 0:
+        segments = max(segments, segments_sent())
     time.sleep(0.02)
-open(sys.argv[3], "w").write("%.3f\n" % seconds)
+open(sys.argv[3], "w").write("%.3f %d\n" % (seconds, segments))
 PY
 }
 
-# Ends the sampler and prints the walsender's CPU seconds.
+# Ends the sampler and prints the walsender's "CPU_SECONDS SEGMENTS".
 walsender_seconds() {  # slot
   touch "$work/walsender-$1.stop"
   # Waits on the file, not the process: callers run this in a command substitution, a subshell
@@ -108,7 +121,7 @@ walsender_seconds() {  # slot
 }
 
 # pg_recvlogical decoding a slot up to an end position into /dev/null: prints "SECONDS CPU_SECONDS
-# WALSENDER_CPU_SECONDS".
+# WALSENDER_CPU_SECONDS WALSENDER_SEGMENTS".
 recvlogical_run() {  # slot, end position
   local start end
   sample_walsender "$1"
