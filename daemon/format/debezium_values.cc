@@ -188,11 +188,9 @@ bool millisecond_timestamp(const ColumnType& type, const Options& options) {
 
 void append_date(std::string& out, std::string_view text) {
   if (text == "infinity" || text == "-infinity") {
-    // Debezium's PostgreSQL connector takes the JDBC driver's infinite dates, whose day counts are
-    // those of its infinite timestamps (milliseconds) divided into days.
-    const std::int64_t millis =
-        text[0] == '-' ? kNegativeInfinityTimestamp : kPositiveInfinityTimestamp;
-    json::append_integer(out, floor_div(millis, kMicrosPerDay / 1000));
+    // Debezium's PostgreSQL connector stands for infinite dates with the JDBC driver's dates
+    // -5877611-06-21 (infinity) and -5877611-06-22 (-infinity), and writes their day numbers.
+    json::append_integer(out, days_from_civil(-5877611, 6, text[0] == '-' ? 22 : 21));
     return;
   }
   TextCursor cursor(text);
