@@ -303,6 +303,20 @@ void append_source(const Change& change, const EncodeContext& context,
   out += ",\"xmin\":null}";
 }
 
+// An update the database sent without an old image (REPLICA IDENTITY DEFAULT, key unchanged):
+// the source gives the key as old row, Debezium's `before` is null. With every column in the key
+// (REPLICA IDENTITY FULL) the old row is a real image.
+bool update_without_old_image(const Change& change, const EntityPlan& plan) {
+  if (change.operation != Operation::kUpdate || !change.old_key.empty() ||
+      change.old_row != change.key) {
+    return false;
+  }
+  for (const auto& column : plan.schema->columns) {
+    if (!column.key) return true;
+  }
+  return false;
+}
+
 const EntityPlan* plan_of(const Change& change, const EncodeContext& context,
                           const DebeziumOptions& options) {
   if (!change.schema) return nullptr;
@@ -325,7 +339,8 @@ void encode_debezium(const Change& change, const EncodeContext& context, std::st
   }
   const bool truncate = change.operation == Operation::kTruncate;
   out += "{\"before\":";
-  append_row(out, truncate ? std::string_view() : std::string_view(change.old_row), plan, nullptr);
+  const bool no_before = truncate || (plan != nullptr && update_without_old_image(change, *plan));
+  append_row(out, no_before ? std::string_view() : std::string_view(change.old_row), plan, nullptr);
   out += ",\"after\":";
   append_row(out, truncate ? std::string_view() : std::string_view(change.new_row), plan,
              &change.unchanged_columns);

@@ -376,10 +376,16 @@ TEST_F(DebeziumPostgresTest, EnvelopeSourceBlockAndStructNames) {
   auto& source = start_source(options());
   sql("INSERT INTO t VALUES (1, 'a')");
   sql("BEGIN; INSERT INTO t VALUES (2, 'b'); INSERT INTO t VALUES (3, 'c'); COMMIT");
+  sql("UPDATE t SET v = 'z' WHERE id = 3");
   RecordingEmitter out;
-  ASSERT_TRUE(read_transactions(source, out, 2));
+  ASSERT_TRUE(read_transactions(source, out, 3));
   auto changes = out.of("public.t");
-  ASSERT_EQ(changes.size(), 3u);
+  ASSERT_EQ(changes.size(), 4u);
+  // REPLICA IDENTITY DEFAULT sends no old image for an update: Debezium's before is null.
+  json update = debezium(changes[3]);
+  EXPECT_EQ(update["op"], "u");
+  EXPECT_EQ(update["before"], nullptr);
+  EXPECT_EQ(update["after"], json({{"id", 3}, {"v", "z"}}));
   json second = debezium(changes[1]);
   json third = debezium(changes[2]);
   const json& src = third["source"];
