@@ -3,7 +3,7 @@
 // for native, debezium without column types (values verbatim, what a jsonl source gets),
 // debezium with types (Debezium's value mapping) and with schemas: true. Medians of RUNS runs.
 //
-//   debezium_encode_bench [CHANGES_PER_RUN] [RUNS]
+//   debezium_encode_bench [CHANGES_PER_RUN] [RUNS] [CASE_NUMBER (1-4; default all)]
 
 #include <algorithm>
 #include <chrono>
@@ -111,6 +111,11 @@ int main(int argc, char** argv) {
       {"debezium, typed", cdcd::Format::kDebezium, &typed, &context, {}},
       {"debezium, typed, schemas: true", cdcd::Format::kDebezium, &typed, &schema_context, {}},
   };
+  if (argc > 3) {  // one case alone, e.g. under a profiler
+    const auto only = static_cast<std::size_t>(std::atoi(argv[3]));
+    if (only < 1 || only > cases.size()) return 2;
+    cases = {cases[only - 1]};
+  }
   for (int run = 0; run < runs; ++run) {
     for (auto& c : cases) c.ns.push_back(measure(c.format, *c.change, *c.context, count));
   }
