@@ -377,10 +377,16 @@ TEST_F(DebeziumPostgresTest, EnvelopeSourceBlockAndStructNames) {
   sql("INSERT INTO t VALUES (1, 'a')");
   sql("BEGIN; INSERT INTO t VALUES (2, 'b'); INSERT INTO t VALUES (3, 'c'); COMMIT");
   sql("UPDATE t SET v = 'z' WHERE id = 3");
+  sql("TRUNCATE t");
   RecordingEmitter out;
-  ASSERT_TRUE(read_transactions(source, out, 3));
+  ASSERT_TRUE(read_transactions(source, out, 4));
   auto changes = out.of("public.t");
-  ASSERT_EQ(changes.size(), 4u);
+  ASSERT_EQ(changes.size(), 5u);
+  json truncate = debezium(changes[4]);
+  EXPECT_EQ(truncate["op"], "t");
+  EXPECT_EQ(truncate["before"], nullptr);
+  EXPECT_EQ(truncate["after"], nullptr);
+  EXPECT_EQ(truncate["source"]["table"], "t");
   // REPLICA IDENTITY DEFAULT sends no old image for an update: Debezium's before is null.
   json update = debezium(changes[3]);
   EXPECT_EQ(update["op"], "u");
