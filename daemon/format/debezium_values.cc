@@ -3,6 +3,7 @@
 #include <bit>
 #include <charconv>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -47,9 +48,13 @@ class TextCursor {
     return true;
   }
   std::optional<std::int64_t> number() {
+    constexpr std::int64_t kMaxDigitsValue = 1'000'000'000'000;  // far beyond any date field
     const std::size_t start = pos_;
     std::int64_t value = 0;
-    while (!at_end() && is_digit(text_[pos_])) value = value * 10 + (text_[pos_++] - '0');
+    while (!at_end() && is_digit(text_[pos_])) {
+      value = value * 10 + (text_[pos_++] - '0');
+      if (value > kMaxDigitsValue) return std::nullopt;
+    }
     if (pos_ == start) return std::nullopt;
     return value;
   }
@@ -243,7 +248,15 @@ std::optional<std::int64_t> parse_timestamp(std::string_view text, bool with_zon
     if (!parsed) return std::nullopt;
     offset = *parsed;
   }
-  return *days * kMicrosPerDay + *micros - offset * kMicrosPerSecond;
+  // Beyond the microseconds an int64 holds (PostgreSQL's own range reaches past it from 1970):
+  // the text form rather than a wrapped number.
+  std::int64_t micros_of_days = 0;
+  std::int64_t result = 0;
+  if (__builtin_mul_overflow(*days, kMicrosPerDay, &micros_of_days) ||
+      __builtin_add_overflow(micros_of_days, *micros - offset * kMicrosPerSecond, &result)) {
+    return std::nullopt;
+  }
+  return result;
 }
 
 void append_timestamp(std::string& out, const ColumnType& type, std::string_view text,
@@ -354,7 +367,20 @@ void append_interval(std::string& out, std::string_view text, const Options& opt
                                   static_cast<double>(interval->minutes)) *
                                      60 +
                                  seconds;
-    json::append_integer(out, static_cast<std::int64_t>(total_seconds * 1e6));
+    // Java's (long) cast, which saturates where a C++ cast would be undefined.
+    const double micros = total_seconds * 1e6;
+    constexpr double kLimit = 9223372036854775807.0;
+    std::int64_t value = 0;
+    if (std::isnan(micros)) {
+      value = 0;
+    } else if (micros >= kLimit) {
+      value = INT64_MAX;
+    } else if (micros <= -kLimit) {
+      value = INT64_MIN;
+    } else {
+      value = static_cast<std::int64_t>(micros);
+    }
+    json::append_integer(out, value);
     return;
   }
   // io.debezium.time.Interval: every component, seconds without trailing zeros.
