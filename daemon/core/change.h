@@ -8,6 +8,8 @@
 #include <variant>
 #include <vector>
 
+#include "daemon/core/entity_schema.h"
+
 namespace cdcd {
 
 enum class Operation : std::uint8_t { kInsert, kUpdate, kDelete, kTruncate, kRead };
@@ -18,6 +20,15 @@ inline constexpr Operation kAllOperations[] = {Operation::kInsert, Operation::kU
 
 std::string_view to_string(Operation op);
 std::optional<Operation> parse_operation(std::string_view name);
+
+// Where a snapshot row stands in the snapshot (Debezium's source.snapshot markers).
+enum class SnapshotMark : std::uint8_t {
+  kNone,               // not a snapshot row, or a row in the middle of one
+  kFirst,              // the first row of the whole snapshot
+  kFirstInCollection,  // the first row of a table other than the first
+  kLastInCollection,   // the last row of a table other than the last
+  kLast,               // the last row of the whole snapshot
+};
 
 // One row change. Changes sharing an lsn form one transaction; `seq` orders them inside it.
 // Row images are kept as compact JSON text, not as a DOM: most changes are only re-serialized,
@@ -41,6 +52,15 @@ struct Change {
   std::vector<std::string> unchanged_columns;
   // Source-defined resume offset just after this change (byte offset for the JSONL source).
   std::uint64_t offset = 0;
+  // The position of this change's own record in the log (0: the source does not know it). `lsn`
+  // stays the transaction's commit position, which checkpoints use.
+  std::uint64_t event_lsn = 0;
+  // The commit position of the transaction before this one (0: unknown), Debezium's
+  // "last committed LSN".
+  std::uint64_t previous_commit_lsn = 0;
+  SnapshotMark snapshot_mark = SnapshotMark::kNone;
+  // The column types of the entity, shared by its changes; null when the source has none.
+  std::shared_ptr<const EntitySchema> schema;
 
   // Approximate memory held by this change; drives the byte-bounded queues.
   std::size_t byte_size() const;

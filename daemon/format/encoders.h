@@ -11,6 +11,8 @@ namespace cdcd::format_internal {
 
 void encode_native(const Change& change, std::string& out);
 void encode_debezium(const Change& change, const EncodeContext& context, std::string& out);
+void encode_debezium_key(const Change& change, std::string_view key_json,
+                         const EncodeContext& context, std::string& out);
 void encode_mongodb(const Change& change, const EncodeContext& context, std::string& out);
 
 // An entity name split at its last '.': "public.orders" -> {"public", "orders"}; without a dot the

@@ -38,4 +38,13 @@ void encode_change(Format format, const Change& change, const EncodeContext& con
   }
 }
 
+void encode_key(Format format, const Change& change, std::string_view key_json,
+                const EncodeContext& context, std::string& out) {
+  if (format == Format::kDebezium) {
+    format_internal::encode_debezium_key(change, key_json, context, out);
+    return;
+  }
+  out += key_json.empty() ? std::string_view("{}") : key_json;
+}
+
 }  // namespace cdcd

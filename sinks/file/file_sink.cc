@@ -13,6 +13,7 @@
 
 #include "daemon/core/backoff.h"
 #include "daemon/format/batch_lines.h"
+#include "daemon/format/debezium_options.h"
 #include "daemon/plugin/registry.h"
 
 namespace cdcd {
@@ -130,7 +131,7 @@ void FileSink::sync_periodically() {
 void FileSink::write(BatchPtr batch, AckFn ack) {
   PendingWrites::Guard pending(pending_);
   std::string lines;
-  encode_batch_lines(options_.format, *batch, lines);
+  encode_batch_lines(options_.format, *batch, lines, &options_.debezium);
   std::lock_guard lock(mutex_);
   if (failure_) return ack(DeliveryReport{*failure_, {}});
   if (fd_ < 0 || stopping_) {
@@ -210,6 +211,7 @@ void register_sink_file(PluginRegistry& registry) {
     parsed.format =
         parse_format(options.one_of("format", {"native", "debezium", "mongodb"}).value_or("native"))
             .value_or(Format::kNative);
+    parsed.debezium = parse_debezium_options(options).value_or(DebeziumOptions{});
     auto fsync = options.one_of("fsync", {"always", "interval", "never"}).value_or("interval");
     parsed.fsync = fsync == "always"  ? FsyncPolicy::kAlways
                    : fsync == "never" ? FsyncPolicy::kNever

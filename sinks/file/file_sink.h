@@ -22,6 +22,7 @@ enum class FsyncPolicy { kAlways, kInterval, kNever };
 struct FileSinkOptions {
   std::string path;
   Format format = Format::kNative;
+  DebeziumOptions debezium;
   FsyncPolicy fsync = FsyncPolicy::kInterval;
   std::chrono::milliseconds fsync_interval{1000};
   // How the file is synced: fdatasync(2); tests substitute a failing or counting function.

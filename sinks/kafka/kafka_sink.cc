@@ -59,9 +59,9 @@ std::int64_t now_us() {
 struct KafkaSink::PendingBatch {
   PendingBatch(BatchPtr b, AckFn a)
       : batch(std::move(b)), ack(std::move(a)), written_at(std::chrono::steady_clock::now()) {
-    // One message per change plus a tombstone per delete or key-changing update, at most: never
-    // reallocated, because librdkafka holds pointers into it.
-    refs.reserve(batch->changes.size() * 2);
+    // Three messages per change at most (a key-changing update in the debezium format: delete,
+    // tombstone, create): never reallocated, because librdkafka holds pointers into it.
+    refs.reserve(batch->changes.size() * 3);
   }
 
   void fail(std::string message) {
@@ -279,7 +279,8 @@ void KafkaSink::fail_at_once(const AckFn& ack) const {
 
 void KafkaSink::produce_batch(PendingBatch& pending) {
   const Batch& batch = *pending.batch;
-  const EncodeContext encode_context{batch.source_name, batch.connector, now_us()};
+  const EncodeContext encode_context{batch.source_name, batch.connector, now_us(),
+                                     &config_.debezium};
   pending.timestamp_ms = encode_context.processed_at_us / 1000;
   const bool constant_topic = config_.topic.is_constant();
   std::string topic_name = constant_topic ? config_.topic.text() : std::string();
@@ -309,6 +310,11 @@ void KafkaSink::produce_batch(PendingBatch& pending) {
       topic = *handle;
     }
     std::string_view key = change.key.empty() ? std::string_view("{}") : change.key;
+    if (!config_.key && config_.format == Format::kDebezium) {
+      rendered_key.clear();
+      encode_key(config_.format, change, change.key, encode_context, rendered_key);
+      key = rendered_key;
+    }
     if (config_.key) {
       rendered_key.clear();
       if (auto rendered =
@@ -325,8 +331,17 @@ void KafkaSink::produce_batch(PendingBatch& pending) {
     // it, so that log compaction drops the row under the key it no longer has.
     const bool tombstone_old_key =
         config_.tombstones && change.operation == Operation::kUpdate && !change.old_key.empty();
+    // Debezium's PostgreSQL connector sends such an update as a delete of the old key and a
+    // create of the new one, each naming the other key in a header.
+    const bool split_key_change = config_.format == Format::kDebezium &&
+                                  change.operation == Operation::kUpdate && !change.old_key.empty();
     std::string_view old_key = change.old_key;
-    if (tombstone_old_key && config_.key) {
+    if (split_key_change && !config_.key) {
+      rendered_old_key.clear();
+      encode_key(config_.format, change, change.old_key, encode_context, rendered_old_key);
+      old_key = rendered_old_key;
+    }
+    if ((tombstone_old_key || split_key_change) && config_.key) {
       rendered_old_key.clear();
       if (auto rendered = config_.key->render_required(
               TemplateInput(change, batch.source_name, change.old_key), rendered_old_key);
@@ -337,6 +352,13 @@ void KafkaSink::produce_batch(PendingBatch& pending) {
         continue;
       }
       old_key = rendered_old_key;
+    }
+    if (split_key_change && old_key != key) {
+      if (produce_key_change(pending, *topic, index, encode_context, key, old_key) ==
+          Produced::kFailed) {
+        return;
+      }
+      continue;
     }
     value.clear();
     encode_change(config_.format, change, encode_context, value);
@@ -356,13 +378,48 @@ void KafkaSink::produce_batch(PendingBatch& pending) {
   }
 }
 
+// Debezium's three records for an update that changed the key: a delete under the old key
+// (header __debezium.newkey), its tombstone when tombstones are on, and a create under the new
+// key (header __debezium.oldkey).
+KafkaSink::Produced KafkaSink::produce_key_change(PendingBatch& pending, TopicHandle& topic,
+                                                  std::uint32_t index,
+                                                  const EncodeContext& encode_context,
+                                                  std::string_view key, std::string_view old_key) {
+  const Change& change = pending.batch->changes[index];
+  std::string value;
+  Change as_delete = change;
+  as_delete.operation = Operation::kDelete;
+  as_delete.new_row.clear();
+  as_delete.unchanged_columns.clear();
+  encode_change(config_.format, as_delete, encode_context, value);
+  const ExtraHeader new_key_header{"__debezium.newkey", key};
+  Produced produced = produce(pending, topic, index, old_key, &value, &new_key_header);
+  if (produced != Produced::kQueued) return produced;
+  if (config_.tombstones) {
+    produced = produce(pending, topic, index, old_key, nullptr);
+    if (produced != Produced::kQueued) return produced;
+  }
+  Change as_create = change;
+  as_create.operation = Operation::kInsert;
+  as_create.old_row.clear();
+  value.clear();
+  encode_change(config_.format, as_create, encode_context, value);
+  const ExtraHeader old_key_header{"__debezium.oldkey", old_key};
+  return produce(pending, topic, index, key, &value, &old_key_header);
+}
+
 KafkaSink::Produced KafkaSink::produce(PendingBatch& pending, TopicHandle& topic,
                                        std::uint32_t index, std::string_view key,
-                                       const std::string* value) {
+                                       const std::string* value, const ExtraHeader* extra) {
   const Change& change = pending.batch->changes[index];
   MessageRef& ref = pending.refs.emplace_back(MessageRef{&pending, index, value == nullptr});
   rd_kafka_headers_t* headers =
       config_.headers ? make_headers(change, pending.batch->source_name) : nullptr;
+  if (extra != nullptr) {
+    if (headers == nullptr) headers = rd_kafka_headers_new(1);
+    rd_kafka_header_add(headers, extra->name.data(), static_cast<ssize_t>(extra->name.size()),
+                        extra->value.data(), static_cast<ssize_t>(extra->value.size()));
+  }
 
   rd_kafka_vu_t fields[7];
   size_t count = 0;

@@ -79,8 +79,16 @@ class KafkaSink final : public Sink {
   // Acknowledges a write() that comes after (or during) stop() with a failure.
   void fail_at_once(const AckFn& ack) const;
   void produce_batch(PendingBatch& pending);
+  struct ExtraHeader {
+    std::string_view name;
+    std::string_view value;
+  };
   Produced produce(PendingBatch& pending, TopicHandle& topic, std::uint32_t index,
-                   std::string_view key, const std::string* value);
+                   std::string_view key, const std::string* value,
+                   const ExtraHeader* extra = nullptr);
+  Produced produce_key_change(PendingBatch& pending, TopicHandle& topic, std::uint32_t index,
+                              const EncodeContext& encode_context, std::string_view key,
+                              std::string_view old_key);
   rd_kafka_headers_t* make_headers(const Change& change, const std::string& source) const;
   bool wait_for_queue_space();
 

@@ -1,5 +1,7 @@
 #include "sinks/kafka/kafka_sink_config.h"
 
+#include "daemon/format/debezium_options.h"
+
 #include <algorithm>
 #include <cctype>
 #include <charconv>
@@ -212,6 +214,7 @@ std::optional<KafkaSinkConfig> parse_kafka_sink_config(config::Node& options) {
 
   auto format = options.one_of("format", {"native", "debezium", "mongodb"}).value_or("debezium");
   config.format = parse_format(format).value_or(Format::kDebezium);
+  config.debezium = parse_debezium_options(options).value_or(DebeziumOptions{});
   config.tombstones = options.boolean("tombstones").value_or(true);
   config.headers = options.boolean("headers").value_or(true);
   read_properties(options, config);

@@ -20,6 +20,7 @@ struct KafkaSinkConfig {
   ChangeTemplate topic;
   std::optional<ChangeTemplate> key;  // nullopt: the change's key as compact JSON
   Format format = Format::kDebezium;
+  DebeziumOptions debezium;
   bool tombstones = true;
   bool headers = true;
   // Every librdkafka property the producer gets: the sink's defaults overridden by the user's.

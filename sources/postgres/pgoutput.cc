@@ -126,7 +126,7 @@ std::optional<RelationMessage> parse_relation(std::string_view message) {
     column.key = (reader.u8() & 1) != 0;
     column.name = reader.cstring();
     column.type_oid = reader.u32();
-    reader.u32();  // type modifier
+    column.type_modifier = static_cast<std::int32_t>(reader.u32());
     relation.columns.push_back(std::move(column));
   }
   if (!reader.ok()) return std::nullopt;

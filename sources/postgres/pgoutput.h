@@ -71,6 +71,7 @@ struct RelationColumn {
   bool key = false;
   std::string name;
   std::uint32_t type_oid = 0;
+  std::int32_t type_modifier = -1;
 };
 struct RelationMessage {
   std::uint32_t oid = 0;

@@ -510,6 +510,7 @@ Status PostgresSource::handle_copy_data(std::string_view data) {
     if (xlog->wal_end > head_lsn_.load(std::memory_order_relaxed)) {
       head_lsn_.store(xlog->wal_end, std::memory_order_relaxed);
     }
+    message_lsn_ = xlog->start_lsn;
     return handle_message(xlog->message);
   }
   if (data[0] == 'k') {
@@ -564,7 +565,7 @@ Status PostgresSource::handle_message(std::string_view message) {
       if (!in_transaction_) {
         return fail(std::string("pgoutput message '") + message[0] + "' outside a transaction");
       }
-      return buffer_.append(message);
+      return buffer_.append(message, message_lsn_);
     default:
       return fail(std::string("unexpected pgoutput message type '") + message[0] + "'");
   }
@@ -589,6 +590,8 @@ Result<bool> PostgresSource::emit_pending(Emitter& out) {
       change.timestamp_us = pending_.timestamp_us;
       change.txid = pending_.xid;
       change.source = database_;
+      change.event_lsn = buffer_.lsn();
+      change.previous_commit_lsn = next_lsn_ > 0 ? next_lsn_ - 1 : 0;
       out.emit(std::move(change));
     }
   }

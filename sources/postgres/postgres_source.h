@@ -122,6 +122,7 @@ class PostgresSource : public Source {
   std::atomic<std::uint64_t> committed_lsn_{0};
   std::uint64_t sent_flush_lsn_ = 0;
   std::uint64_t received_lsn_ = 0;
+  std::uint64_t message_lsn_ = 0;  // WAL position of the message being handled
   std::atomic<std::uint64_t> head_lsn_{0};
   std::atomic<bool> connected_{false};
   // Set by interrupt(): the connections' statements are cancelled, and start() and poll() return.

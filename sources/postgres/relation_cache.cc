@@ -8,7 +8,8 @@ struct BuiltinType {
   std::uint32_t oid;
   std::uint32_t array_oid;  // the OID of its array type
   ValueKind kind;
-  char delimiter;  // between the elements of its arrays (';' for box)
+  char delimiter;    // between the elements of its arrays (';' for box)
+  const char* name;  // pg_type.typname
 };
 
 // Every type of pg_type.dat (PostgreSQL 15) that has an array type, with its array: OIDs below
@@ -16,88 +17,88 @@ struct BuiltinType {
 // means by them. Types with a JSON mapping other than a string are marked; the others (interval,
 // time, numeric, money, inet, uuid, ranges, geometry, ...) are their text form.
 constexpr BuiltinType kBuiltinTypes[] = {
-    {16, 1000, ValueKind::kBool, ','},          // bool
-    {17, 1001, ValueKind::kBytea, ','},         // bytea
-    {18, 1002, ValueKind::kString, ','},        // char
-    {19, 1003, ValueKind::kString, ','},        // name
-    {20, 1016, ValueKind::kInteger, ','},       // int8
-    {21, 1005, ValueKind::kInteger, ','},       // int2
-    {22, 1006, ValueKind::kString, ','},        // int2vector
-    {23, 1007, ValueKind::kInteger, ','},       // int4
-    {24, 1008, ValueKind::kString, ','},        // regproc
-    {25, 1009, ValueKind::kString, ','},        // text
-    {26, 1028, ValueKind::kInteger, ','},       // oid
-    {27, 1010, ValueKind::kString, ','},        // tid
-    {28, 1011, ValueKind::kString, ','},        // xid
-    {29, 1012, ValueKind::kString, ','},        // cid
-    {30, 1013, ValueKind::kString, ','},        // oidvector
-    {71, 210, ValueKind::kString, ','},         // pg_type
-    {75, 270, ValueKind::kString, ','},         // pg_attribute
-    {81, 272, ValueKind::kString, ','},         // pg_proc
-    {83, 273, ValueKind::kString, ','},         // pg_class
-    {114, 199, ValueKind::kJson, ','},          // json
-    {142, 143, ValueKind::kString, ','},        // xml
-    {600, 1017, ValueKind::kString, ','},       // point
-    {601, 1018, ValueKind::kString, ','},       // lseg
-    {602, 1019, ValueKind::kString, ','},       // path
-    {603, 1020, ValueKind::kString, ';'},       // box
-    {604, 1027, ValueKind::kString, ','},       // polygon
-    {628, 629, ValueKind::kString, ','},        // line
-    {650, 651, ValueKind::kString, ','},        // cidr
-    {700, 1021, ValueKind::kFloat, ','},        // float4
-    {701, 1022, ValueKind::kFloat, ','},        // float8
-    {718, 719, ValueKind::kString, ','},        // circle
-    {774, 775, ValueKind::kString, ','},        // macaddr8
-    {790, 791, ValueKind::kString, ','},        // money
-    {829, 1040, ValueKind::kString, ','},       // macaddr
-    {869, 1041, ValueKind::kString, ','},       // inet
-    {1033, 1034, ValueKind::kString, ','},      // aclitem
-    {1042, 1014, ValueKind::kString, ','},      // bpchar
-    {1043, 1015, ValueKind::kString, ','},      // varchar
-    {1082, 1182, ValueKind::kDateTime, ','},    // date
-    {1083, 1183, ValueKind::kString, ','},      // time
-    {1114, 1115, ValueKind::kDateTime, ','},    // timestamp
-    {1184, 1185, ValueKind::kDateTimeTz, ','},  // timestamptz
-    {1186, 1187, ValueKind::kString, ','},      // interval
-    {1266, 1270, ValueKind::kDateTimeTz, ','},  // timetz
-    {1560, 1561, ValueKind::kString, ','},      // bit
-    {1562, 1563, ValueKind::kString, ','},      // varbit
-    {1700, 1231, ValueKind::kString, ','},      // numeric
-    {1790, 2201, ValueKind::kString, ','},      // refcursor
-    {2202, 2207, ValueKind::kString, ','},      // regprocedure
-    {2203, 2208, ValueKind::kString, ','},      // regoper
-    {2204, 2209, ValueKind::kString, ','},      // regoperator
-    {2205, 2210, ValueKind::kString, ','},      // regclass
-    {2206, 2211, ValueKind::kString, ','},      // regtype
-    {2249, 2287, ValueKind::kString, ','},      // record
-    {2275, 1263, ValueKind::kString, ','},      // cstring
-    {2950, 2951, ValueKind::kString, ','},      // uuid
-    {2970, 2949, ValueKind::kString, ','},      // txid_snapshot
-    {3220, 3221, ValueKind::kString, ','},      // pg_lsn
-    {3614, 3643, ValueKind::kString, ','},      // tsvector
-    {3615, 3645, ValueKind::kString, ','},      // tsquery
-    {3642, 3644, ValueKind::kString, ','},      // gtsvector
-    {3734, 3735, ValueKind::kString, ','},      // regconfig
-    {3769, 3770, ValueKind::kString, ','},      // regdictionary
-    {3802, 3807, ValueKind::kJson, ','},        // jsonb
-    {3904, 3905, ValueKind::kString, ','},      // int4range
-    {3906, 3907, ValueKind::kString, ','},      // numrange
-    {3908, 3909, ValueKind::kString, ','},      // tsrange
-    {3910, 3911, ValueKind::kString, ','},      // tstzrange
-    {3912, 3913, ValueKind::kString, ','},      // daterange
-    {3926, 3927, ValueKind::kString, ','},      // int8range
-    {4072, 4073, ValueKind::kString, ','},      // jsonpath
-    {4089, 4090, ValueKind::kString, ','},      // regnamespace
-    {4096, 4097, ValueKind::kString, ','},      // regrole
-    {4191, 4192, ValueKind::kString, ','},      // regcollation
-    {4451, 6150, ValueKind::kString, ','},      // int4multirange
-    {4532, 6151, ValueKind::kString, ','},      // nummultirange
-    {4533, 6152, ValueKind::kString, ','},      // tsmultirange
-    {4534, 6153, ValueKind::kString, ','},      // tstzmultirange
-    {4535, 6155, ValueKind::kString, ','},      // datemultirange
-    {4536, 6157, ValueKind::kString, ','},      // int8multirange
-    {5038, 5039, ValueKind::kString, ','},      // pg_snapshot
-    {5069, 271, ValueKind::kString, ','},       // xid8
+    {16, 1000, ValueKind::kBool, ',', "bool"},
+    {17, 1001, ValueKind::kBytea, ',', "bytea"},
+    {18, 1002, ValueKind::kString, ',', "char"},
+    {19, 1003, ValueKind::kString, ',', "name"},
+    {20, 1016, ValueKind::kInteger, ',', "int8"},
+    {21, 1005, ValueKind::kInteger, ',', "int2"},
+    {22, 1006, ValueKind::kString, ',', "int2vector"},
+    {23, 1007, ValueKind::kInteger, ',', "int4"},
+    {24, 1008, ValueKind::kString, ',', "regproc"},
+    {25, 1009, ValueKind::kString, ',', "text"},
+    {26, 1028, ValueKind::kInteger, ',', "oid"},
+    {27, 1010, ValueKind::kString, ',', "tid"},
+    {28, 1011, ValueKind::kString, ',', "xid"},
+    {29, 1012, ValueKind::kString, ',', "cid"},
+    {30, 1013, ValueKind::kString, ',', "oidvector"},
+    {71, 210, ValueKind::kString, ',', "pg_type"},
+    {75, 270, ValueKind::kString, ',', "pg_attribute"},
+    {81, 272, ValueKind::kString, ',', "pg_proc"},
+    {83, 273, ValueKind::kString, ',', "pg_class"},
+    {114, 199, ValueKind::kJson, ',', "json"},
+    {142, 143, ValueKind::kString, ',', "xml"},
+    {600, 1017, ValueKind::kString, ',', "point"},
+    {601, 1018, ValueKind::kString, ',', "lseg"},
+    {602, 1019, ValueKind::kString, ',', "path"},
+    {603, 1020, ValueKind::kString, ';', "box"},
+    {604, 1027, ValueKind::kString, ',', "polygon"},
+    {628, 629, ValueKind::kString, ',', "line"},
+    {650, 651, ValueKind::kString, ',', "cidr"},
+    {700, 1021, ValueKind::kFloat, ',', "float4"},
+    {701, 1022, ValueKind::kFloat, ',', "float8"},
+    {718, 719, ValueKind::kString, ',', "circle"},
+    {774, 775, ValueKind::kString, ',', "macaddr8"},
+    {790, 791, ValueKind::kString, ',', "money"},
+    {829, 1040, ValueKind::kString, ',', "macaddr"},
+    {869, 1041, ValueKind::kString, ',', "inet"},
+    {1033, 1034, ValueKind::kString, ',', "aclitem"},
+    {1042, 1014, ValueKind::kString, ',', "bpchar"},
+    {1043, 1015, ValueKind::kString, ',', "varchar"},
+    {1082, 1182, ValueKind::kDateTime, ',', "date"},
+    {1083, 1183, ValueKind::kString, ',', "time"},
+    {1114, 1115, ValueKind::kDateTime, ',', "timestamp"},
+    {1184, 1185, ValueKind::kDateTimeTz, ',', "timestamptz"},
+    {1186, 1187, ValueKind::kString, ',', "interval"},
+    {1266, 1270, ValueKind::kDateTimeTz, ',', "timetz"},
+    {1560, 1561, ValueKind::kString, ',', "bit"},
+    {1562, 1563, ValueKind::kString, ',', "varbit"},
+    {1700, 1231, ValueKind::kString, ',', "numeric"},
+    {1790, 2201, ValueKind::kString, ',', "refcursor"},
+    {2202, 2207, ValueKind::kString, ',', "regprocedure"},
+    {2203, 2208, ValueKind::kString, ',', "regoper"},
+    {2204, 2209, ValueKind::kString, ',', "regoperator"},
+    {2205, 2210, ValueKind::kString, ',', "regclass"},
+    {2206, 2211, ValueKind::kString, ',', "regtype"},
+    {2249, 2287, ValueKind::kString, ',', "record"},
+    {2275, 1263, ValueKind::kString, ',', "cstring"},
+    {2950, 2951, ValueKind::kString, ',', "uuid"},
+    {2970, 2949, ValueKind::kString, ',', "txid_snapshot"},
+    {3220, 3221, ValueKind::kString, ',', "pg_lsn"},
+    {3614, 3643, ValueKind::kString, ',', "tsvector"},
+    {3615, 3645, ValueKind::kString, ',', "tsquery"},
+    {3642, 3644, ValueKind::kString, ',', "gtsvector"},
+    {3734, 3735, ValueKind::kString, ',', "regconfig"},
+    {3769, 3770, ValueKind::kString, ',', "regdictionary"},
+    {3802, 3807, ValueKind::kJson, ',', "jsonb"},
+    {3904, 3905, ValueKind::kString, ',', "int4range"},
+    {3906, 3907, ValueKind::kString, ',', "numrange"},
+    {3908, 3909, ValueKind::kString, ',', "tsrange"},
+    {3910, 3911, ValueKind::kString, ',', "tstzrange"},
+    {3912, 3913, ValueKind::kString, ',', "daterange"},
+    {3926, 3927, ValueKind::kString, ',', "int8range"},
+    {4072, 4073, ValueKind::kString, ',', "jsonpath"},
+    {4089, 4090, ValueKind::kString, ',', "regnamespace"},
+    {4096, 4097, ValueKind::kString, ',', "regrole"},
+    {4191, 4192, ValueKind::kString, ',', "regcollation"},
+    {4451, 6150, ValueKind::kString, ',', "int4multirange"},
+    {4532, 6151, ValueKind::kString, ',', "nummultirange"},
+    {4533, 6152, ValueKind::kString, ',', "tsmultirange"},
+    {4534, 6153, ValueKind::kString, ',', "tstzmultirange"},
+    {4535, 6155, ValueKind::kString, ',', "datemultirange"},
+    {4536, 6157, ValueKind::kString, ',', "int8multirange"},
+    {5038, 5039, ValueKind::kString, ',', "pg_snapshot"},
+    {5069, 271, ValueKind::kString, ',', "xid8"},
 };
 
 std::string json_name(const std::string& name) {
@@ -124,6 +125,20 @@ TypeTable make_type_table() {
 }
 
 }  // namespace
+
+std::string_view builtin_type_name(std::uint32_t oid) {
+  for (const auto& builtin : kBuiltinTypes) {
+    if (builtin.oid == oid) return builtin.name;
+  }
+  return {};
+}
+
+std::uint32_t builtin_array_element(std::uint32_t array_oid) {
+  for (const auto& builtin : kBuiltinTypes) {
+    if (builtin.array_oid == array_oid) return builtin.oid;
+  }
+  return 0;
+}
 
 const TypeInfo& type_of_oid(std::uint32_t oid) {
   static const TypeTable kTable = make_type_table();
@@ -172,8 +187,7 @@ Status ChangeDecoder::decode(std::string_view message, bool want_changes,
     case 'R':
       return apply_relation(message);
     case 'Y':
-      // Only names a type that is not built in; such types are their text form (type_of_oid).
-      return ok();
+      return apply_type(message);
     case 'I':
       return want_changes ? decode_insert(message, out) : ok();
     case 'U':
@@ -195,15 +209,28 @@ Status ChangeDecoder::apply_relation(std::string_view message) {
   if (!parsed) return fail("malformed pgoutput Relation message");
   Relation relation;
   relation.entity = parsed->nspname + "." + parsed->relname;
+  std::vector<DeclaredColumn> declared;
+  declared.reserve(parsed->columns.size());
   for (std::size_t i = 0; i < parsed->columns.size(); ++i) {
     auto& source = parsed->columns[i];
+    declared.push_back({source.name, source.type_oid, source.type_modifier, source.key, {}});
     // The replica identity as the stream states it: the primary key, the REPLICA IDENTITY USING
     // INDEX columns, every column for REPLICA IDENTITY FULL.
     if (source.key) relation.key_columns.push_back(i);
     relation.columns.push_back(
         Column{source.name, json_name(source.name), &type_of_oid(source.type_oid)});
   }
+  relation.schema = make_entity_schema(relation.entity, declared, custom_types_);
   relations_[parsed->oid] = std::move(relation);
+  return ok();
+}
+
+// A type that is not built in keeps its text form (type_of_oid); only its name is kept, for the
+// column types of the relations that follow.
+Status ChangeDecoder::apply_type(std::string_view message) {
+  auto parsed = parse_type(message);
+  if (!parsed) return fail("malformed pgoutput Type message");
+  custom_types_[parsed->oid] = parsed->name;
   return ok();
 }
 
@@ -257,6 +284,7 @@ Status ChangeDecoder::decode_insert(std::string_view message, std::vector<Change
   Change& change = out.emplace_back();
   change.operation = Operation::kInsert;
   change.entity = (*relation)->entity;
+  change.schema = (*relation)->schema;
   append_row(change.key, **relation, new_values_, &(*relation)->key_columns, nullptr);
   append_row(change.new_row, **relation, new_values_, nullptr, &change.unchanged_columns);
   return ok();
@@ -285,6 +313,7 @@ Status ChangeDecoder::decode_update(std::string_view message, std::vector<Change
   Change& change = out.emplace_back();
   change.operation = Operation::kUpdate;
   change.entity = rel.entity;
+  change.schema = rel.schema;
   append_row(change.new_row, rel, new_values_, nullptr, &change.unchanged_columns);
   if (!has_old) {
     // Without an old image the key did not change: the new key is the old one.
@@ -333,6 +362,7 @@ Status ChangeDecoder::decode_delete(std::string_view message, std::vector<Change
   Change& change = out.emplace_back();
   change.operation = Operation::kDelete;
   change.entity = rel.entity;
+  change.schema = rel.schema;
   append_row(change.key, rel, old_values_, &rel.key_columns, nullptr);
   set_old_row(change, rel, old_kind, old_values_);
   return ok();
@@ -347,6 +377,7 @@ Status ChangeDecoder::decode_truncate(std::string_view message, std::vector<Chan
     Change& change = out.emplace_back();
     change.operation = Operation::kTruncate;
     change.entity = (*relation)->entity;
+    change.schema = (*relation)->schema;
     change.key = "{}";
   }
   return ok();

@@ -8,6 +8,7 @@
 
 #include "daemon/core/change.h"
 #include "daemon/core/result.h"
+#include "sources/postgres/column_types.h"
 #include "sources/postgres/pgoutput.h"
 #include "sources/postgres/value_json.h"
 
@@ -31,7 +32,8 @@ struct Column {
 struct Relation {
   std::string entity;  // "schema.table"
   std::vector<Column> columns;
-  std::vector<std::size_t> key_columns;  // indexes into columns
+  std::vector<std::size_t> key_columns;        // indexes into columns
+  std::shared_ptr<const EntitySchema> schema;  // attached to every change of the relation
 };
 
 // Appends a JSON object of `columns` (all when `only` is empty) of a row given as text values.
@@ -53,6 +55,7 @@ class ChangeDecoder {
 
  private:
   Status apply_relation(std::string_view message);
+  Status apply_type(std::string_view message);
   Result<const Relation*> find(std::uint32_t oid) const;
   Status decode_insert(std::string_view message, std::vector<Change>& out);
   Status decode_update(std::string_view message, std::vector<Change>& out);
@@ -62,6 +65,7 @@ class ChangeDecoder {
   void append_new_key(std::string& out, const Relation& relation);
 
   std::unordered_map<std::uint32_t, Relation> relations_;
+  CustomTypeNames custom_types_;
   std::vector<TupleValue> old_values_;
   std::vector<TupleValue> new_values_;
   std::vector<TupleValue> key_values_;

@@ -22,8 +22,9 @@ Result<std::vector<std::string>> column_names(PgConnection& conn, const std::str
 
 // pgoutput leaves out generated columns; so does the snapshot, to give rows the same shape.
 constexpr char kColumnsSql[] =
-    "SELECT attname, atttypid FROM pg_attribute WHERE attrelid = $1::oid AND attnum > 0 "
-    "AND NOT attisdropped AND attgenerated = '' ORDER BY attnum";
+    "SELECT a.attname, a.atttypid, a.atttypmod, t.typname FROM pg_attribute a JOIN pg_type t ON "
+    "t.oid = a.atttypid WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped AND "
+    "a.attgenerated = '' ORDER BY a.attnum";
 
 }  // namespace
 
@@ -70,15 +71,20 @@ Status SnapshotReader::open_table() {
   auto key = identity_key_columns(conn_, table.oid);
   if (!key) return tl::unexpected(key.error());
   std::string select_list;
+  std::vector<DeclaredColumn> declared_columns;
   for (int row = 0; row < PQntuples(columns->get()); ++row) {
     std::string name = PQgetvalue(columns->get(), row, 0);
+    const auto type_oid =
+        static_cast<std::uint32_t>(std::strtoul(PQgetvalue(columns->get(), row, 1), nullptr, 10));
     // Mapped by OID like the stream's columns, so that a snapshot row and a streamed change of
     // the same row look alike.
-    const TypeInfo& type = type_of_oid(
-        static_cast<std::uint32_t>(std::strtoul(PQgetvalue(columns->get(), row, 1), nullptr, 10)));
-    if (std::find(key->begin(), key->end(), name) != key->end()) {
-      relation_.key_columns.push_back(relation_.columns.size());
-    }
+    const TypeInfo& type = type_of_oid(type_oid);
+    const bool key_column = std::find(key->begin(), key->end(), name) != key->end();
+    if (key_column) relation_.key_columns.push_back(relation_.columns.size());
+    declared_columns.push_back(
+        {name, type_oid,
+         static_cast<std::int32_t>(std::strtol(PQgetvalue(columns->get(), row, 2), nullptr, 10)),
+         key_column, PQgetvalue(columns->get(), row, 3)});
     if (!select_list.empty()) select_list += ", ";
     select_list += conn_.quote_identifier(name);
     std::string json_name;
@@ -86,6 +92,7 @@ Status SnapshotReader::open_table() {
     json_name += ':';
     relation_.columns.push_back(Column{name, std::move(json_name), &type});
   }
+  relation_.schema = make_entity_schema(relation_.entity, declared_columns, {});
   if (select_list.empty()) select_list = "NULL";
   std::string from =
       conn_.quote_identifier(table.schema) + "." + conn_.quote_identifier(table.name);
@@ -100,6 +107,13 @@ Status SnapshotReader::open_table() {
   return ok();
 }
 
+// Each row is emitted when the next one is read (or the table or snapshot ends), so that the last
+// row of a table and of the snapshot can carry Debezium's markers.
+void SnapshotReader::hold(Emitter& out, Change change) {
+  if (held_) out.emit(std::move(*held_));
+  held_ = std::move(change);
+}
+
 Status SnapshotReader::fetch_chunk() {
   auto chunk = conn_.exec("FETCH FORWARD " + std::to_string(kChunkRows) + " FROM cdcd_snapshot");
   if (!chunk) return tl::unexpected(chunk.error());
@@ -109,6 +123,9 @@ Status SnapshotReader::fetch_chunk() {
 }
 
 Status SnapshotReader::close_table() {
+  if (held_ && held_->entity == relation_.entity && held_->snapshot_mark == SnapshotMark::kNone) {
+    held_->snapshot_mark = SnapshotMark::kLastInCollection;
+  }
   auto closed = conn_.exec("CLOSE cdcd_snapshot");
   if (!closed) return tl::unexpected(closed.error());
   cursor_open_ = false;
@@ -123,6 +140,13 @@ Result<bool> SnapshotReader::step(Emitter& out, Deadline deadline) {
     if (!chunk_) {
       if (table_index_ >= tables_.size()) {
         log_->info("snapshot: complete, {} rows from {} tables", total_rows_, tables_.size());
+        if (held_) {
+          if (held_->snapshot_mark != SnapshotMark::kFirst) {
+            held_->snapshot_mark = SnapshotMark::kLast;
+          }
+          out.emit(std::move(*held_));
+          held_.reset();
+        }
         auto committed = conn_.exec("COMMIT");
         if (!committed) return tl::unexpected(committed.error());
         conn_.close();
@@ -157,9 +181,16 @@ Result<bool> SnapshotReader::step(Emitter& out, Deadline deadline) {
       change.source = position_.source;
       change.entity = relation_.entity;
       change.operation = Operation::kRead;
+      change.event_lsn = position_.lsn;
+      change.schema = relation_.schema;
       append_row(change.key, relation_, values_, &relation_.key_columns, nullptr);
       append_row(change.new_row, relation_, values_, nullptr, nullptr);
-      out.emit(std::move(change));
+      if (total_rows_ == 0) {
+        change.snapshot_mark = SnapshotMark::kFirst;
+      } else if (table_rows_ == 0) {
+        change.snapshot_mark = SnapshotMark::kFirstInCollection;
+      }
+      hold(out, std::move(change));
       ++chunk_row_;
       ++table_rows_;
       ++total_rows_;

@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -51,6 +52,7 @@ class SnapshotReader {
   Status open_table();
   Status fetch_chunk();
   Status close_table();
+  void hold(Emitter& out, Change change);
 
   PgConnection conn_;
   std::vector<SnapshotTable> tables_;
@@ -68,6 +70,7 @@ class SnapshotReader {
   std::uint64_t total_rows_ = 0;
   std::uint32_t seq_ = 0;
   std::vector<TupleValue> values_;
+  std::optional<Change> held_;
 };
 
 }  // namespace cdcd::postgres

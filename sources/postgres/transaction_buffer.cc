@@ -62,19 +62,21 @@ Status TransactionBuffer::spill() {
   return ok();
 }
 
-Status TransactionBuffer::append(std::string_view message) {
+Status TransactionBuffer::append(std::string_view message, std::uint64_t lsn) {
   auto length = static_cast<std::uint32_t>(message.size());
-  bytes_ += message.size() + sizeof length;
+  bytes_ += message.size() + sizeof length + sizeof lsn;
   ++messages_;
   if (file_ == nullptr && bytes_ > memory_limit_) {
     if (auto spilled = spill(); !spilled) return spilled;
   }
   if (file_ == nullptr) {
     put_length(memory_, length);
+    memory_.append(reinterpret_cast<const char*>(&lsn), sizeof lsn);
     memory_.append(message);
     return ok();
   }
   if (std::fwrite(&length, sizeof length, 1, file_) != 1 ||
+      std::fwrite(&lsn, sizeof lsn, 1, file_) != 1 ||
       std::fwrite(message.data(), 1, message.size(), file_) != message.size()) {
     return fail("cannot write spill file in " + spill_dir_ + ": " + errno_text());
   }
@@ -96,11 +98,14 @@ Result<std::string_view> TransactionBuffer::next() {
   std::uint32_t length = 0;
   if (file_ == nullptr) {
     std::memcpy(&length, memory_.data() + read_pos_, sizeof length);
-    std::string_view message(memory_.data() + read_pos_ + sizeof length, length);
-    read_pos_ += sizeof length + length;
+    std::memcpy(&lsn_, memory_.data() + read_pos_ + sizeof length, sizeof lsn_);
+    const std::size_t header = sizeof length + sizeof lsn_;
+    std::string_view message(memory_.data() + read_pos_ + header, length);
+    read_pos_ += header + length;
     return message;
   }
-  if (std::fread(&length, sizeof length, 1, file_) != 1) {
+  if (std::fread(&length, sizeof length, 1, file_) != 1 ||
+      std::fread(&lsn_, sizeof lsn_, 1, file_) != 1) {
     return fail("cannot read spill file: " + errno_text());
   }
   read_buffer_.resize(length);
