@@ -367,7 +367,9 @@ TEST_F(RedisSinkTest, AWrongTypeFenceRejectsTheChange) {
 }
 
 TEST(RedisSinkRestartTest, RedisRestartedMidStreamLosesNoInvalidation) {
-  RedisServer server(RedisServerOptions{.persistent = true});
+  RedisServerOptions options;
+  options.persistent = true;
+  RedisServer server(options);
   constexpr int kBatches = 60;
   constexpr int kPerBatch = 50;
   {

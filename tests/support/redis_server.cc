@@ -149,7 +149,9 @@ std::string RedisServer::log() const {
 RedisCluster::RedisCluster() {
   std::vector<std::string> create{"redis-cli", "--cluster", "create"};
   for (int i = 0; i < 3; ++i) {
-    nodes_.push_back(std::make_unique<RedisServer>(RedisServerOptions{.cluster_node = true}));
+    RedisServerOptions options;
+    options.cluster_node = true;
+    nodes_.push_back(std::make_unique<RedisServer>(options));
     create.push_back("127.0.0.1:" + std::to_string(nodes_.back()->port()));
   }
   create.insert(create.end(), {"--cluster-replicas", "0", "--cluster-yes"});
