@@ -366,6 +366,74 @@ TEST_F(RedisSinkTest, AWrongTypeFenceRejectsTheChange) {
   EXPECT_FALSE(client_.exists("k:2"));
 }
 
+// The shipped fill script (sinks/redis/cdcd_fill.lua), called as an application would.
+class Fill {
+ public:
+  explicit Fill(Client& client)
+      : client_(client),
+        sha_(client.run(
+            {"SCRIPT", "LOAD", read_file(source_dir() + "/sinks/redis/cdcd_fill.lua")})) {}
+  // The token of a miss ("" on a hit: the test only fills missing keys).
+  std::string token(const std::string& key) {
+    auto* reply = call({"EVALSHA", sha_, "2", key, fence(key), "get"});
+    std::string token =
+        reply->element[0]->integer == 0 ? Client::describe(*reply->element[1]) : "(hit)";
+    freeReplyObject(reply);
+    return token;
+  }
+  bool set(const std::string& key, const std::string& token, const std::string& value) {
+    return client_.run({"EVALSHA", sha_, "2", key, fence(key), "set", token, value, "60000"}) ==
+           "1";
+  }
+
+ private:
+  static std::string fence(const std::string& key) { return "cdcd:fence:{" + key + "}"; }
+  redisReply* call(const std::vector<std::string>& args) {
+    std::vector<const char*> argv;
+    std::vector<size_t> lengths;
+    for (const auto& arg : args) {
+      argv.push_back(arg.data());
+      lengths.push_back(arg.size());
+    }
+    return static_cast<redisReply*>(redisCommandArgv(
+        client_.context(), static_cast<int>(argv.size()), argv.data(), lengths.data()));
+  }
+  Client& client_;
+  std::string sha_;
+};
+
+TEST_F(RedisSinkTest, AFillStartedBeforeAnInvalidationIsRefusedAndAReplayNeverHidesANewerValue) {
+  auto sink = started_sink(
+      "url: " + server_.url() + "\nfence: {ttl: 10m}\nkeys:\n  \"*\": [\"item:{key.id}\"]\n",
+      metrics_);
+  ASSERT_NE(sink, nullptr);
+  Fill fill(client_);
+  // A reader misses and takes its token, reads the old row; the change commits and is
+  // invalidated; the reader's fill must be refused.
+  const std::string early = fill.token("item:1");
+  ASSERT_FALSE(write_and_wait(*sink, batch_of({change_of("t", 100, R"({"id":1})", "{}")})).failure);
+  EXPECT_FALSE(fill.set("item:1", early, "old")) << "a stale fill outlived the invalidation";
+  EXPECT_FALSE(client_.exists("item:1"));
+  // A reader that misses after the invalidation fills the new value.
+  const std::string late = fill.token("item:1");
+  EXPECT_TRUE(fill.set("item:1", late, "new"));
+  // A replay of older changes (restart, checkpoint set backwards), and of the same one, leaves the
+  // newer value alone.
+  Change older = change_of("t", 90, R"({"id":1})", "{}");
+  Change same = change_of("t", 100, R"({"id":1})", "{}");
+  ASSERT_FALSE(write_and_wait(*sink, batch_of({older, same})).failure);
+  EXPECT_EQ(client_.run({"GET", "item:1"}), "new");
+  EXPECT_EQ(metric(metrics_, "cdcd_redis_fenced_total"), 2);
+  // Positions compare exactly beyond double precision: lsn 2^53 + 1 after 2^53.
+  const std::uint64_t big = std::uint64_t{1} << 53;
+  ASSERT_FALSE(write_and_wait(*sink, batch_of({change_of("t", big, R"({"id":2})", "{}")})).failure);
+  const std::string token = fill.token("item:2");
+  ASSERT_FALSE(
+      write_and_wait(*sink, batch_of({change_of("t", big + 1, R"({"id":2})", "{}")})).failure);
+  EXPECT_FALSE(fill.set("item:2", token, "stale"));
+  EXPECT_EQ(metric(metrics_, "cdcd_redis_fenced_total"), 2);
+}
+
 TEST(RedisSinkRestartTest, RedisRestartedMidStreamLosesNoInvalidation) {
   RedisServerOptions options;
   options.persistent = true;
