@@ -434,6 +434,32 @@ TEST_F(RedisSinkTest, AFillStartedBeforeAnInvalidationIsRefusedAndAReplayNeverHi
   EXPECT_EQ(metric(metrics_, "cdcd_redis_fenced_total"), 2);
 }
 
+TEST(RedisSinkTlsTest, InvalidatesOverTlsAndRefusesAnUntrustedServer) {
+  RedisServerOptions options;
+  options.tls = true;
+  options.password = "tls-pw";
+  RedisServer server(options);
+  server.cli({"SET", "k:1", "cached"});
+  Metrics metrics;
+  auto sink = started_sink("url: " + server.url() + "\ntls: {ca_file: " + server.ca_file() +
+                               "}\nkeys:\n  \"*\": [\"k:{key.id}\"]\n",
+                           metrics);
+  ASSERT_NE(sink, nullptr);
+  auto report = write_and_wait(*sink, batch_of({change_of("t", 1, R"({"id":1})", "{}")}));
+  ASSERT_FALSE(report.failure);
+  EXPECT_EQ(server.cli({"EXISTS", "k:1"}), "0");
+
+  // The system CA store does not know the throwaway certificate: a permanent start failure.
+  auto untrusted = build_plugin_sink(
+      "redis", "url: " + server.url() + "\nkeys:\n  \"*\": [\"k:{key.id}\"]\n", metrics);
+  ASSERT_NE(untrusted, nullptr);
+  auto started = untrusted->start();
+  ASSERT_FALSE(started);
+  EXPECT_FALSE(started.error().retryable) << started.error().message;
+  EXPECT_NE(started.error().message.find("TLS"), std::string::npos) << started.error().message;
+  EXPECT_EQ(started.error().message.find("tls-pw"), std::string::npos);
+}
+
 TEST(RedisSinkRestartTest, RedisRestartedMidStreamLosesNoInvalidation) {
   RedisServerOptions options;
   options.persistent = true;
