@@ -22,7 +22,7 @@ namespace {
 
 // Commands sent before their replies are read: large enough to hide the round trip, small enough
 // that a retry after a lost connection resends little.
-constexpr std::size_t kPipelineWindow = 1024;
+constexpr std::size_t kPipelineWindow = 8192;
 
 prometheus::Histogram::BucketBoundaries latency_buckets() {
   prometheus::Histogram::BucketBoundaries buckets;
