@@ -1,0 +1,517 @@
+// The Redis sink (`mode: invalidate`) against real redis-server processes: the sink conformance
+// suite (read back through MONITOR with plain hiredis), keys per change, error replies, restarts.
+
+#include <hiredis/hiredis.h>
+
+#include <atomic>
+#include <future>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include <gtest/gtest.h>
+#include <prometheus/text_serializer.h>
+
+#include "daemon/metrics/metrics.h"
+#include "tests/support/redis_server.h"
+#include "tests/support/sink_conformance.h"
+#include "tests/support/test_util.h"
+
+namespace cdcd::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+// A plain hiredis client, independent of the sink's connection code.
+class Client {
+ public:
+  explicit Client(int port) : context_(redisConnect("127.0.0.1", port)) {
+    if (context_ == nullptr || context_->err != 0) throw std::runtime_error("cannot connect");
+  }
+  ~Client() { redisFree(context_); }
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  // The reply as text: a string, status, error ("ERR ..."), integer, or "(nil)".
+  std::string run(const std::vector<std::string>& args) {
+    std::vector<const char*> argv;
+    std::vector<size_t> lengths;
+    for (const auto& arg : args) {
+      argv.push_back(arg.data());
+      lengths.push_back(arg.size());
+    }
+    auto* reply = static_cast<redisReply*>(
+        redisCommandArgv(context_, static_cast<int>(argv.size()), argv.data(), lengths.data()));
+    if (reply == nullptr) throw std::runtime_error("connection lost");
+    std::string text = describe(*reply);
+    freeReplyObject(reply);
+    return text;
+  }
+  bool exists(const std::string& key) { return run({"EXISTS", key}) == "1"; }
+  redisContext* context() { return context_; }
+
+  static std::string describe(const redisReply& reply) {
+    switch (reply.type) {
+      case REDIS_REPLY_INTEGER:
+        return std::to_string(reply.integer);
+      case REDIS_REPLY_NIL:
+        return "(nil)";
+      case REDIS_REPLY_ARRAY:
+        return "(array)";
+      default:
+        return std::string(reply.str, reply.len);
+    }
+  }
+
+ private:
+  redisContext* context_;
+};
+
+// Follows MONITOR: every UNLINK the server executed (directly or inside the fence script), in
+// order. A sentinel ECHO marks how far the feed must be read.
+class Monitor {
+ public:
+  explicit Monitor(int port) : client_(port), control_(port) {
+    if (client_.run({"MONITOR"}) != "OK") throw std::runtime_error("MONITOR refused");
+  }
+
+  std::vector<std::string> unlinked_keys() {
+    const std::string sentinel = "cdcd-sentinel-" + std::to_string(++sentinels_);
+    control_.run({"ECHO", sentinel});
+    while (true) {
+      void* raw = nullptr;
+      if (redisGetReply(client_.context(), &raw) != REDIS_OK) throw std::runtime_error("lost");
+      auto* reply = static_cast<redisReply*>(raw);
+      std::string line = Client::describe(*reply);
+      freeReplyObject(reply);
+      if (line.find(sentinel) != std::string::npos) break;
+      if (line.find("\"UNLINK\"") == std::string::npos) continue;
+      // 1700000000.123 [0 127.0.0.1:5555] "UNLINK" "k1" "k2"
+      auto at = line.find("\"UNLINK\"") + 8;
+      while ((at = line.find('"', at)) != std::string::npos) {
+        auto end = line.find('"', at + 1);
+        keys_.push_back(line.substr(at + 1, end - at - 1));
+        at = end + 1;
+      }
+    }
+    return keys_;
+  }
+
+ private:
+  Client client_;
+  Client control_;
+  int sentinels_ = 0;
+  std::vector<std::string> keys_;
+};
+
+std::unique_ptr<Sink> started_sink(const std::string& yaml, Metrics& metrics) {
+  auto sink = build_plugin_sink("redis", yaml, metrics);
+  if (sink == nullptr) return nullptr;
+  if (auto status = sink->start(); !status) {
+    ADD_FAILURE() << status.error().message;
+    return nullptr;
+  }
+  return sink;
+}
+
+// Key "{entity}:{key.id}": MONITOR's UNLINKs read back as the changes, in order. Blocked: the
+// server is stopped (SIGSTOP), so nothing is answered.
+class RedisHarness : public SinkHarness {
+ public:
+  explicit RedisHarness(std::string extra) : extra_(std::move(extra)), monitor_(server_.port()) {}
+
+  std::unique_ptr<Sink> make_sink() override { return started_sink(options(), metrics_); }
+
+  std::unique_ptr<Sink> make_blocked_sink() override {
+    auto sink = started_sink(options(), metrics_);
+    server_.pause();
+    return sink;
+  }
+
+  std::vector<DeliveredChange> delivered() override {
+    std::vector<DeliveredChange> changes;
+    for (const auto& key : monitor_.unlinked_keys()) {
+      auto colon = key.rfind(':');
+      changes.push_back({key.substr(0, colon), std::stoull(key.substr(colon + 1))});
+    }
+    return changes;
+  }
+
+ private:
+  std::string options() const {
+    return "url: " + server_.url() + "\ntimeout: 2s\nkeys:\n  \"*\": [\"{entity}:{key.id}\"]\n" +
+           extra_;
+  }
+
+  std::string extra_;
+  RedisServer server_;
+  Monitor monitor_;
+  Metrics metrics_;
+};
+
+CDCD_SINK_CONFORMANCE_SUITE(
+    Redis, SinkConformanceCase{"redis_unlink", [] { return std::make_unique<RedisHarness>(""); }},
+    SinkConformanceCase{"redis_fenced",
+                        [] { return std::make_unique<RedisHarness>("fence: {ttl: 10m}\n"); }});
+
+Change change_of(const std::string& entity, std::uint64_t lsn, const std::string& key,
+                 const std::string& new_row, const std::string& old_row = "",
+                 Operation operation = Operation::kUpdate) {
+  Change change;
+  change.entity = entity;
+  change.lsn = lsn;
+  change.operation = operation;
+  change.key = key;
+  change.new_row = new_row;
+  change.old_row = old_row;
+  return change;
+}
+
+BatchPtr batch_of(std::vector<Change> changes) {
+  auto batch = std::make_shared<Batch>();
+  batch->source_name = "db";
+  batch->changes = std::move(changes);
+  return batch;
+}
+
+DeliveryReport write_and_wait(Sink& sink, BatchPtr batch) {
+  std::promise<DeliveryReport> done;
+  sink.write(std::move(batch),
+             [&done](DeliveryReport report) { done.set_value(std::move(report)); });
+  return done.get_future().get();
+}
+
+double metric(Metrics& metrics, const std::string& name) {
+  const std::string text = prometheus::TextSerializer().Serialize(metrics.registry()->Collect());
+  double total = 0;
+  std::size_t at = 0;
+  while ((at = text.find("\n" + name, at)) != std::string::npos) {
+    auto line_end = text.find('\n', at + 1);
+    std::string line = text.substr(at + 1, line_end - at - 1);
+    if (line.starts_with(name + "{") || line.starts_with(name + " ")) {
+      total += std::stod(line.substr(line.rfind(' ') + 1));
+    }
+    at = line_end;
+  }
+  return total;
+}
+
+class RedisSinkTest : public ::testing::Test {
+ protected:
+  void fill(const std::vector<std::string>& keys) {
+    for (const auto& key : keys) client_.run({"SET", key, "cached"});
+  }
+
+  RedisServer server_;
+  Client client_{server_.port()};
+  Metrics metrics_;
+};
+
+TEST_F(RedisSinkTest, InvalidatesEveryKeyOfTheFirstMatchingRuleOldAndNewValues) {
+  auto sink =
+      started_sink("url: " + server_.url() +
+                       "\nkeys:\n"
+                       "  \"public.users\": [\"user:{key.id}\", \"user:email:{old.email}\", "
+                       "\"user:email:{new.email}\"]\n"
+                       "  \"public.*\": [\"{table}:{key.id}\", \"{table}:list\"]\n"
+                       "  \"*\": \"other:{entity}\"\n",
+                   metrics_);
+  ASSERT_NE(sink, nullptr);
+  fill({"user:1", "user:email:a@x", "user:email:b@x", "user:2", "users:1", "orders:7",
+        "orders:list", "other:audit.log", "untouched"});
+  auto report = write_and_wait(
+      *sink, batch_of({change_of("public.users", 10, R"({"id":1})", R"({"id":1,"email":"b@x"})",
+                                 R"({"id":1,"email":"a@x"})"),
+                       change_of("public.orders", 11, R"({"id":7})", R"({"id":7})"),
+                       change_of("audit.log", 12, R"({"id":3})", R"({"id":3})")}));
+  ASSERT_FALSE(report.failure) << report.failure->message;
+  EXPECT_TRUE(report.rejected.empty());
+  for (const char* key : {"user:1", "user:email:a@x", "user:email:b@x", "orders:7", "orders:list",
+                          "other:audit.log"}) {
+    EXPECT_FALSE(client_.exists(key)) << key;
+  }
+  // The first matching rule only: public.users never used "{table}:{key.id}".
+  EXPECT_TRUE(client_.exists("users:1"));
+  EXPECT_TRUE(client_.exists("user:2"));
+  EXPECT_TRUE(client_.exists("untouched"));
+  EXPECT_EQ(metric(metrics_, "cdcd_redis_keys_invalidated_total"), 6);
+  EXPECT_EQ(metric(metrics_, "cdcd_redis_templates_skipped_total"), 0);
+}
+
+TEST_F(RedisSinkTest, ATemplateNamingAMissingFieldIsSkippedAndCounted) {
+  auto sink = started_sink("url: " + server_.url() +
+                               "\ncommand: del\nkeys:\n  \"*\": [\"user:{key.id}\", "
+                               "\"user:email:{old.email}\", \"user:email:{new.email}\"]\n",
+                           metrics_);
+  ASSERT_NE(sink, nullptr);
+  fill({"user:5", "user:email:c@x"});
+  auto report = write_and_wait(
+      *sink, batch_of({change_of("public.users", 20, R"({"id":5})", R"({"id":5,"email":"c@x"})", "",
+                                 Operation::kInsert)}));
+  ASSERT_FALSE(report.failure);
+  EXPECT_FALSE(client_.exists("user:5"));
+  EXPECT_FALSE(client_.exists("user:email:c@x"));
+  EXPECT_EQ(metric(metrics_, "cdcd_redis_templates_skipped_total"), 1);
+}
+
+TEST_F(RedisSinkTest, AnUpdateThatChangedTheKeyInvalidatesTheOldKeyToo) {
+  auto sink =
+      started_sink("url: " + server_.url() + "\nkeys:\n  \"*\": [\"user:{key.id}\"]\n", metrics_);
+  ASSERT_NE(sink, nullptr);
+  fill({"user:1", "user:2"});
+  Change change = change_of("public.users", 30, R"({"id":2})", R"({"id":2})");
+  change.old_key = R"({"id":1})";
+  ASSERT_FALSE(write_and_wait(*sink, batch_of({change})).failure);
+  EXPECT_FALSE(client_.exists("user:1"));
+  EXPECT_FALSE(client_.exists("user:2"));
+}
+
+TEST_F(RedisSinkTest, AuthenticatesAsAUserAndRejectsAKeyItMayNotTouch) {
+  client_.run({"ACL", "SETUSER", "cdcd", "on", ">s3cret-pw", "~user:*", "+@all"});
+  auto sink =
+      started_sink("url: redis://cdcd:s3cret-pw@127.0.0.1:" + std::to_string(server_.port()) +
+                       "\nkeys:\n  \"*\": [\"{entity}:{key.id}\"]\n",
+                   metrics_);
+  ASSERT_NE(sink, nullptr);
+  fill({"user:1", "user:2", "secret:1"});
+  auto report = write_and_wait(*sink, batch_of({change_of("user", 40, R"({"id":1})", "{}"),
+                                                change_of("secret", 41, R"({"id":1})", "{}"),
+                                                change_of("user", 42, R"({"id":2})", "{}")}));
+  ASSERT_FALSE(report.failure);
+  ASSERT_EQ(report.rejected.size(), 1u);
+  EXPECT_EQ(report.rejected[0].index, 1u);
+  EXPECT_NE(report.rejected[0].reason.find("NOPERM"), std::string::npos)
+      << report.rejected[0].reason;
+  EXPECT_EQ(report.rejected[0].reason.find("s3cret"), std::string::npos);
+  EXPECT_FALSE(client_.exists("user:1"));
+  EXPECT_FALSE(client_.exists("user:2"));
+  EXPECT_TRUE(client_.exists("secret:1"));
+  EXPECT_EQ(metric(metrics_, "cdcd_redis_reply_errors_total"), 1);
+}
+
+TEST_F(RedisSinkTest, AWrongPasswordFailsStartWithoutQuotingIt) {
+  client_.run({"ACL", "SETUSER", "cdcd", "on", ">right-pw", "~*", "+@all"});
+  auto sink =
+      build_plugin_sink("redis",
+                        "url: redis://cdcd:wrong-pw@127.0.0.1:" + std::to_string(server_.port()) +
+                            "\nkeys: {\"*\": \"k\"}\n",
+                        metrics_);
+  ASSERT_NE(sink, nullptr);
+  auto started = sink->start();
+  ASSERT_FALSE(started);
+  EXPECT_FALSE(started.error().retryable);
+  EXPECT_EQ(started.error().message.find("wrong-pw"), std::string::npos) << started.error().message;
+}
+
+TEST_F(RedisSinkTest, BusyIsRetriedUntilRedisTakesTheCommands) {
+  auto sink =
+      started_sink("url: " + server_.url() + "\nkeys:\n  \"*\": [\"k:{key.id}\"]\n", metrics_);
+  ASSERT_NE(sink, nullptr);
+  fill({"k:1", "k:2"});
+  // A script that runs until killed: past busy-reply-threshold, Redis answers everyone else BUSY.
+  client_.run({"CONFIG", "SET", "busy-reply-threshold", "50"});
+  std::thread busy([port = server_.port()] {
+    Client blocker(port);
+    blocker.run({"EVAL", "while true do end", "0"});
+  });
+  ASSERT_TRUE(wait_until([&] {
+    Client probe(server_.port());
+    return probe.run({"PING"}).starts_with("BUSY");
+  }));
+  auto batch =
+      batch_of({change_of("t", 50, R"({"id":1})", "{}"), change_of("t", 51, R"({"id":2})", "{}")});
+  // write() returns once Redis confirmed the batch: it runs on a thread of its own.
+  auto done = std::async(std::launch::async, [&] { return write_and_wait(*sink, batch); });
+  ASSERT_TRUE(wait_until([&] { return metric(metrics_, "cdcd_redis_reply_errors_total") >= 3; }));
+  EXPECT_FALSE(sink->healthy());
+  {
+    Client killer(server_.port());
+    EXPECT_EQ(killer.run({"SCRIPT", "KILL"}), "OK");
+  }
+  busy.join();
+  auto report = done.get();
+  ASSERT_FALSE(report.failure);
+  EXPECT_TRUE(report.rejected.empty());
+  EXPECT_FALSE(client_.exists("k:1"));
+  EXPECT_FALSE(client_.exists("k:2"));
+  EXPECT_TRUE(sink->healthy());
+}
+
+TEST_F(RedisSinkTest, AFlushedScriptCacheIsReloaded) {
+  auto sink = started_sink(
+      "url: " + server_.url() + "\nfence: {ttl: 1m}\nkeys:\n  \"*\": [\"k:{key.id}\"]\n", metrics_);
+  ASSERT_NE(sink, nullptr);
+  client_.run({"SCRIPT", "FLUSH"});
+  fill({"k:1"});
+  auto report = write_and_wait(*sink, batch_of({change_of("t", 60, R"({"id":1})", "{}")}));
+  ASSERT_FALSE(report.failure);
+  EXPECT_TRUE(report.rejected.empty());
+  EXPECT_FALSE(client_.exists("k:1"));
+}
+
+TEST_F(RedisSinkTest, AWrongTypeFenceRejectsTheChange) {
+  auto sink = started_sink(
+      "url: " + server_.url() + "\nfence: {ttl: 1m}\nkeys:\n  \"*\": [\"k:{key.id}\"]\n", metrics_);
+  ASSERT_NE(sink, nullptr);
+  client_.run({"LPUSH", "cdcd:fence:{k:1}", "x"});
+  fill({"k:1", "k:2"});
+  auto report = write_and_wait(*sink, batch_of({change_of("t", 70, R"({"id":1})", "{}"),
+                                                change_of("t", 71, R"({"id":2})", "{}")}));
+  ASSERT_FALSE(report.failure);
+  ASSERT_EQ(report.rejected.size(), 1u);
+  EXPECT_EQ(report.rejected[0].index, 0u);
+  EXPECT_NE(report.rejected[0].reason.find("WRONGTYPE"), std::string::npos)
+      << report.rejected[0].reason;
+  EXPECT_FALSE(client_.exists("k:2"));
+}
+
+// The shipped fill script (sinks/redis/cdcd_fill.lua), called as an application would.
+class Fill {
+ public:
+  explicit Fill(Client& client)
+      : client_(client),
+        sha_(client.run(
+            {"SCRIPT", "LOAD", read_file(source_dir() + "/sinks/redis/cdcd_fill.lua")})) {}
+  // The token of a miss ("" on a hit: the test only fills missing keys).
+  std::string token(const std::string& key) {
+    auto* reply = call({"EVALSHA", sha_, "2", key, fence(key), "get"});
+    std::string token =
+        reply->element[0]->integer == 0 ? Client::describe(*reply->element[1]) : "(hit)";
+    freeReplyObject(reply);
+    return token;
+  }
+  bool set(const std::string& key, const std::string& token, const std::string& value) {
+    return client_.run({"EVALSHA", sha_, "2", key, fence(key), "set", token, value, "60000"}) ==
+           "1";
+  }
+
+ private:
+  static std::string fence(const std::string& key) { return "cdcd:fence:{" + key + "}"; }
+  redisReply* call(const std::vector<std::string>& args) {
+    std::vector<const char*> argv;
+    std::vector<size_t> lengths;
+    for (const auto& arg : args) {
+      argv.push_back(arg.data());
+      lengths.push_back(arg.size());
+    }
+    return static_cast<redisReply*>(redisCommandArgv(
+        client_.context(), static_cast<int>(argv.size()), argv.data(), lengths.data()));
+  }
+  Client& client_;
+  std::string sha_;
+};
+
+TEST_F(RedisSinkTest, AFillStartedBeforeAnInvalidationIsRefusedAndAReplayNeverHidesANewerValue) {
+  auto sink = started_sink(
+      "url: " + server_.url() + "\nfence: {ttl: 10m}\nkeys:\n  \"*\": [\"item:{key.id}\"]\n",
+      metrics_);
+  ASSERT_NE(sink, nullptr);
+  Fill fill(client_);
+  // A reader misses and takes its token, reads the old row; the change commits and is
+  // invalidated; the reader's fill must be refused.
+  const std::string early = fill.token("item:1");
+  ASSERT_FALSE(write_and_wait(*sink, batch_of({change_of("t", 100, R"({"id":1})", "{}")})).failure);
+  EXPECT_FALSE(fill.set("item:1", early, "old")) << "a stale fill outlived the invalidation";
+  EXPECT_FALSE(client_.exists("item:1"));
+  // A reader that misses after the invalidation fills the new value.
+  const std::string late = fill.token("item:1");
+  EXPECT_TRUE(fill.set("item:1", late, "new"));
+  // A replay of older changes (restart, checkpoint set backwards), and of the same one, leaves the
+  // newer value alone.
+  Change older = change_of("t", 90, R"({"id":1})", "{}");
+  Change same = change_of("t", 100, R"({"id":1})", "{}");
+  ASSERT_FALSE(write_and_wait(*sink, batch_of({older, same})).failure);
+  EXPECT_EQ(client_.run({"GET", "item:1"}), "new");
+  EXPECT_EQ(metric(metrics_, "cdcd_redis_fenced_total"), 2);
+  // Positions compare exactly beyond double precision: lsn 2^53 + 1 after 2^53.
+  const std::uint64_t big = std::uint64_t{1} << 53;
+  ASSERT_FALSE(write_and_wait(*sink, batch_of({change_of("t", big, R"({"id":2})", "{}")})).failure);
+  const std::string token = fill.token("item:2");
+  ASSERT_FALSE(
+      write_and_wait(*sink, batch_of({change_of("t", big + 1, R"({"id":2})", "{}")})).failure);
+  EXPECT_FALSE(fill.set("item:2", token, "stale"));
+  EXPECT_EQ(metric(metrics_, "cdcd_redis_fenced_total"), 2);
+}
+
+TEST(RedisSinkTlsTest, InvalidatesOverTlsAndRefusesAnUntrustedServer) {
+  RedisServerOptions options;
+  options.tls = true;
+  options.password = "tls-pw";
+  RedisServer server(options);
+  server.cli({"SET", "k:1", "cached"});
+  Metrics metrics;
+  auto sink = started_sink("url: " + server.url() + "\ntls: {ca_file: " + server.ca_file() +
+                               "}\nkeys:\n  \"*\": [\"k:{key.id}\"]\n",
+                           metrics);
+  ASSERT_NE(sink, nullptr);
+  auto report = write_and_wait(*sink, batch_of({change_of("t", 1, R"({"id":1})", "{}")}));
+  ASSERT_FALSE(report.failure);
+  EXPECT_EQ(server.cli({"EXISTS", "k:1"}), "0");
+
+  // The system CA store does not know the throwaway certificate: a permanent start failure.
+  auto untrusted = build_plugin_sink(
+      "redis", "url: " + server.url() + "\nkeys:\n  \"*\": [\"k:{key.id}\"]\n", metrics);
+  ASSERT_NE(untrusted, nullptr);
+  auto started = untrusted->start();
+  ASSERT_FALSE(started);
+  EXPECT_FALSE(started.error().retryable) << started.error().message;
+  EXPECT_NE(started.error().message.find("TLS"), std::string::npos) << started.error().message;
+  EXPECT_EQ(started.error().message.find("tls-pw"), std::string::npos);
+}
+
+TEST(RedisSinkRestartTest, RedisRestartedMidStreamLosesNoInvalidation) {
+  RedisServerOptions options;
+  options.persistent = true;
+  RedisServer server(options);
+  constexpr int kBatches = 60;
+  constexpr int kPerBatch = 50;
+  {
+    Client client(server.port());
+    for (int i = 0; i < kBatches * kPerBatch; ++i) {
+      client.run({"SET", "k:" + std::to_string(i), "cached"});
+    }
+    client.run({"SET", "untouched", "cached"});
+  }
+  Metrics metrics;
+  auto sink = started_sink(
+      "url: " + server.url() + "\ntimeout: 1s\nkeys:\n  \"*\": [\"k:{key.id}\"]\n", metrics);
+  ASSERT_NE(sink, nullptr);
+  std::atomic<int> acked{0};
+  std::thread writer([&] {
+    for (int b = 0; b < kBatches; ++b) {
+      std::vector<Change> changes;
+      for (int i = 0; i < kPerBatch; ++i) {
+        const int id = b * kPerBatch + i;
+        changes.push_back(change_of("t", static_cast<std::uint64_t>(id + 1),
+                                    "{\"id\":" + std::to_string(id) + "}", "{}"));
+      }
+      auto report = write_and_wait(*sink, batch_of(std::move(changes)));
+      EXPECT_FALSE(report.failure);
+      ++acked;
+      std::this_thread::sleep_for(5ms);  // pacing only: spreads the stream over the restarts
+    }
+  });
+  for (int restart = 0; restart < 3; ++restart) {
+    const int before = acked;
+    ASSERT_TRUE(wait_until([&] { return acked > before; }, 60s));
+    if (restart % 2 == 0) {
+      server.kill();
+    } else {
+      server.stop();
+    }
+    server.start();
+  }
+  writer.join();
+  EXPECT_EQ(acked, kBatches);
+  Client client(server.port());
+  int left = 0;
+  for (int i = 0; i < kBatches * kPerBatch; ++i) {
+    if (client.exists("k:" + std::to_string(i))) ++left;
+  }
+  EXPECT_EQ(left, 0) << "keys still cached after their invalidation was acknowledged";
+  EXPECT_TRUE(client.exists("untouched"));
+}
+
+}  // namespace
+}  // namespace cdcd::test
