@@ -70,6 +70,20 @@ Metrics::Metrics()
   gauge_family(*registry_, "cdcd_build_info", "Build information; the value is always 1.")
       .Add({{"version", CDCD_VERSION}})
       .Set(1);
+  reload_.failures = &counter_family(*registry_, "cdcd_config_reload_failures_total",
+                                     "Reloads (SIGHUP) refused because the config was invalid.")
+                          .Add({});
+  reload_.last_successful =
+      &gauge_family(*registry_, "cdcd_config_last_reload_successful",
+                    "1 when the last reload succeeded (or none happened yet), 0 when it was "
+                    "refused and the previous config still runs.")
+           .Add({});
+  reload_.last_successful->Set(1);
+  reload_.last_success_time =
+      &gauge_family(*registry_, "cdcd_config_last_reload_success_timestamp_seconds",
+                    "Unix time the running config was loaded.")
+           .Add({});
+  reload_.last_success_time->SetToCurrentTime();
 }
 
 SourceMetrics Metrics::source(const std::string& source) {

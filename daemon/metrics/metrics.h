@@ -30,6 +30,12 @@ struct CheckpointMetrics {
   prometheus::Gauge* last_save_time = nullptr;  // Unix time in seconds; 0 until the first save
 };
 
+struct ReloadMetrics {
+  prometheus::Counter* failures = nullptr;
+  prometheus::Gauge* last_successful = nullptr;    // 1 or 0
+  prometheus::Gauge* last_success_time = nullptr;  // Unix time in seconds
+};
+
 // The daemon's metric families (see the metrics reference in docs/metrics.md). Thread-safe; the
 // metric objects it hands out live as long as it does.
 class Metrics {
@@ -42,6 +48,7 @@ class Metrics {
   SinkMetrics sink(const std::string& sink);
   ConsumerMetrics consumer(const std::string& consumer);
   CheckpointMetrics checkpoint(const std::string& consumer);
+  ReloadMetrics reload() const { return reload_; }
   prometheus::Histogram& sink_batch_duration(const std::string& sink);
   prometheus::Counter& events(const std::string& consumer, const std::string& sink, Operation op);
 
@@ -63,6 +70,7 @@ class Metrics {
   prometheus::Family<prometheus::Counter>& sink_retries_;
   prometheus::Family<prometheus::Counter>& checkpoint_save_errors_;
   prometheus::Family<prometheus::Gauge>& checkpoint_last_save_time_;
+  ReloadMetrics reload_;
 };
 
 }  // namespace cdcd

@@ -156,8 +156,15 @@ void Consumer::set_failed(const std::string& reason) {
   fail(reason);
 }
 
+void Consumer::note_turn() { last_turn_ = Clock::now().time_since_epoch().count(); }
+
+std::chrono::steady_clock::time_point Consumer::last_turn() const {
+  return Clock::time_point(Clock::duration(last_turn_.load()));
+}
+
 void Consumer::run() {
   while (state_ == ConsumerState::kRunning && !aborted_) {
+    note_turn();
     if (pending_.empty() && !queue_.end_of_stream()) {
       auto wake = Clock::now() + kIdleWake;
       if (open_batch_) wake = std::min(wake, open_since_ + setup_.config.batch.max_wait);
@@ -277,6 +284,7 @@ void Consumer::wait_for_acks_while(const std::function<bool()>& condition) {
   // What is handled no longer needs the queue's room while this thread waits.
   release_handled_bytes();
   while (condition() && state_ == ConsumerState::kRunning && !aborted_) {
+    note_turn();
     {
       std::unique_lock lock(inbox_->mutex);
       inbox_->arrived.wait_for(lock, kIdleWake,
