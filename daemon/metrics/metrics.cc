@@ -50,6 +50,14 @@ Metrics::Metrics()
                                 "Bytes of changes queued between the source and the consumer.")),
       dead_letters_(counter_family(*registry_, "cdcd_dead_letters_total",
                                    "Records the consumer sent to its dead-letter sink.")),
+      seconds_since_delivery_(gauge_family(
+          *registry_, "cdcd_consumer_seconds_since_last_delivery",
+          "Seconds since a sink of the consumer last acknowledged a change (or since the "
+          "consumer started, before its first).")),
+      consumer_state_(gauge_family(*registry_, "cdcd_consumer_state",
+                                   "1 for the consumer's current state (running; failed: stopped "
+                                   "by an error; stopped: finished or shut down), 0 for the "
+                                   "others.")),
       events_(counter_family(*registry_, "cdcd_events_total",
                              "Changes a sink acknowledged as delivered (rejected ones excluded).")),
       batch_duration_(prometheus::BuildHistogram()
@@ -102,9 +110,18 @@ SinkMetrics Metrics::sink(const std::string& sink) {
 ConsumerMetrics Metrics::consumer(const std::string& consumer) {
   std::lock_guard lock(mutex_);
   const prometheus::Labels labels{{"consumer", consumer}};
-  return ConsumerMetrics{&checkpoint_lsn_.Add(labels), &lag_bytes_.Add(labels),
-                         &lag_seconds_.Add(labels), &queue_bytes_.Add(labels),
-                         &dead_letters_.Add(labels)};
+  auto state = [&](const char* name) {
+    return &consumer_state_.Add({{"consumer", consumer}, {"state", name}});
+  };
+  return ConsumerMetrics{&checkpoint_lsn_.Add(labels),
+                         &lag_bytes_.Add(labels),
+                         &lag_seconds_.Add(labels),
+                         &queue_bytes_.Add(labels),
+                         &dead_letters_.Add(labels),
+                         &seconds_since_delivery_.Add(labels),
+                         state("running"),
+                         state("failed"),
+                         state("stopped")};
 }
 
 CheckpointMetrics Metrics::checkpoint(const std::string& consumer) {

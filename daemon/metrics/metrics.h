@@ -23,6 +23,11 @@ struct ConsumerMetrics {
   prometheus::Gauge* lag_seconds = nullptr;
   prometheus::Gauge* queue_bytes = nullptr;
   prometheus::Counter* dead_letters = nullptr;
+  prometheus::Gauge* seconds_since_delivery = nullptr;
+  // cdcd_consumer_state{state=...}: 1 for the current state, 0 for the others.
+  prometheus::Gauge* running = nullptr;
+  prometheus::Gauge* failed = nullptr;
+  prometheus::Gauge* stopped = nullptr;
 };
 
 struct CheckpointMetrics {
@@ -64,6 +69,8 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>& lag_seconds_;
   prometheus::Family<prometheus::Gauge>& queue_bytes_;
   prometheus::Family<prometheus::Counter>& dead_letters_;
+  prometheus::Family<prometheus::Gauge>& seconds_since_delivery_;
+  prometheus::Family<prometheus::Gauge>& consumer_state_;
   prometheus::Family<prometheus::Counter>& events_;
   prometheus::Family<prometheus::Histogram>& batch_duration_;
   prometheus::Family<prometheus::Counter>& sink_errors_;

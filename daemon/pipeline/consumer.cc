@@ -357,6 +357,9 @@ void Consumer::process_ack(Ack& ack) {
       if (!rejected[i])
         events_counters_[ack.sink][static_cast<int>(changes[i].operation)]->Increment();
     }
+    if (ack.report.rejected.size() < changes.size()) {
+      last_delivery_ = Clock::now().time_since_epoch().count();
+    }
     for (const auto& rejection : ack.report.rejected) {
       if (rejection.index >= changes.size()) continue;
       const Change& change = changes[rejection.index];
@@ -455,6 +458,14 @@ void Consumer::refresh_metrics() {
   metrics_.queue_bytes->Set(static_cast<double>(queued));
   metrics_.lag_seconds->Set(lag_seconds);
   metrics_.lag_bytes->Set(static_cast<double>(lag_bytes));
+  metrics_.seconds_since_delivery->Set(
+      std::chrono::duration<double>(Clock::now() -
+                                    Clock::time_point(Clock::duration(last_delivery_.load())))
+          .count());
+  const ConsumerState state = state_.load();
+  metrics_.running->Set(state == ConsumerState::kRunning ? 1 : 0);
+  metrics_.failed->Set(state == ConsumerState::kFailed ? 1 : 0);
+  metrics_.stopped->Set(state == ConsumerState::kFinished ? 1 : 0);
   std::lock_guard lock(status_mutex_);
   if (status_.checkpoint)
     metrics_.checkpoint_lsn->Set(static_cast<double>(status_.checkpoint->lsn));

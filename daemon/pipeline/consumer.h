@@ -172,6 +172,9 @@ class Consumer {
 
   std::atomic<ConsumerState> state_{ConsumerState::kRunning};
   std::atomic<bool> aborted_{false};
+  // When a sink last acknowledged a change (the consumer's start before the first).
+  std::atomic<std::chrono::steady_clock::rep> last_delivery_{
+      std::chrono::steady_clock::now().time_since_epoch().count()};
   std::atomic<std::chrono::steady_clock::rep> last_turn_{
       std::chrono::steady_clock::now().time_since_epoch().count()};
   std::atomic<std::uint64_t> saved_lsn_{0};

@@ -329,6 +329,49 @@ TEST_F(DaemonServiceTest, WatchdogPingsStopWhileAConsumerIsWedgedInASink) {
   EXPECT_EQ(daemon_->wait(scaled(30s)), 1) << daemon_->stderr_text();
 }
 
+TEST_F(DaemonServiceTest, ConsumerStateAndSecondsSinceTheLastDelivery) {
+  const std::size_t half = transaction_end_after(log_.changes.size() / 2);
+  write_file(log_path_, "");
+  append_changes(0, half);
+  // `keep` dead-letters the bad record at the end, so that the daemon keeps running (and
+  // serving metrics) after `c` failed on it.
+  start(write_config(
+      dir_, config("  c: {source: log, sinks: [out]}\n"
+                   "  keep: {source: log, sinks: [copy], on_error: dead_letter, "
+                   "dead_letter_sink: letters}\n",
+                   "  out: {type: file, path: " + dir_.file("out.jsonl") + "}\n" +
+                       "  copy: {type: file, path: " + dir_.file("copy.jsonl") + "}\n" +
+                       "  letters: {type: file, path: " + dir_.file("letters.jsonl") + "}\n")));
+  expect_delivered(dir_.file("out.jsonl"), slice(0, half));
+  auto state = [&](const std::string& name) {
+    return metric_value(scrape(port_), "cdcd_consumer_state", {{"consumer", "c"}, {"state", name}});
+  };
+  auto since = [&] {
+    return metric_value(scrape(port_), "cdcd_consumer_seconds_since_last_delivery",
+                        {{"consumer", "c"}})
+        .value_or(-1);
+  };
+  EXPECT_EQ(state("running"), 1.0);
+  EXPECT_EQ(state("failed"), 0.0);
+  EXPECT_EQ(state("stopped"), 0.0);
+  // Idle: the age grows past a second; a delivery brings it back under.
+  ASSERT_TRUE(wait_until([&] { return since() >= 1.5; }, scaled(10s))) << since();
+  append_changes(half, log_.changes.size());
+  expect_delivered(dir_.file("out.jsonl"), slice(0, log_.changes.size()));
+  ASSERT_TRUE(wait_until([&] { return since() >= 0 && since() < 1.0; }, scaled(10s))) << since();
+
+  // A bad record stops the consumer (on_error: stop): its state says failed.
+  append_file(log_path_, "not json\n");
+  ASSERT_TRUE(wait_until([&] { return state("failed") == 1.0; }, scaled(30s)))
+      << daemon_->stderr_text();
+  EXPECT_EQ(state("running"), 0.0);
+  EXPECT_EQ(metric_value(scrape(port_), "cdcd_consumer_state",
+                         {{"consumer", "keep"}, {"state", "running"}}),
+            1.0);
+  daemon_->signal(SIGTERM);
+  EXPECT_EQ(daemon_->wait(scaled(30s)), 1) << daemon_->stderr_text();
+}
+
 TEST_F(DaemonServiceTest, ReloadAddsRemovesAndChangesConsumersAndSinksWithoutLossOrRepeats) {
   const std::size_t n = log_.changes.size();
   const std::size_t p1 = transaction_end_after(n / 5);
