@@ -270,7 +270,7 @@ TEST_F(DaemonServiceTest, NotifiesReadyStatusWatchdogAndStopping) {
   append_changes(0, half);
   start(write_config(dir_, config("  c: {source: log, sinks: [out]}\n",
                                   "  out: {type: file, path: " + dir_.file("out.jsonl") + "}\n")),
-        std::chrono::microseconds(1'000'000));
+        std::chrono::microseconds(2'000'000));
 
   auto ready = notify_.wait_for("READY=1", scaled(30s));
   ASSERT_TRUE(ready) << notify_.all_text() << daemon_->stderr_text();
@@ -283,13 +283,13 @@ TEST_F(DaemonServiceTest, NotifiesReadyStatusWatchdogAndStopping) {
   // The status line is refreshed: it shows the consumer once it runs.
   EXPECT_TRUE(notify_.wait_for("STATUS=ready: 1 of 1 consumers running; max lag", scaled(10s)))
       << notify_.all_text();
-  // Pings every half interval while healthy: at least 4 in 3 s.
+  // Pings every half interval (1 s) while healthy: at least 2 in 3 s.
   const auto watched_from = Clock::now();
   std::this_thread::sleep_for(3s);  // counting what arrives in a fixed window
   const auto pings = notify_.times_of("WATCHDOG=1");
   const auto recent = std::count_if(pings.begin(), pings.end(),
                                     [&](Clock::time_point at) { return at >= watched_from; });
-  EXPECT_GE(recent, 4) << notify_.all_text();
+  EXPECT_GE(recent, 2) << notify_.all_text();
 
   daemon_->signal(SIGTERM);
   EXPECT_TRUE(notify_.wait_for("STOPPING=1", scaled(30s))) << notify_.all_text();
