@@ -127,21 +127,24 @@ bool valid_name(const std::string& name) {
   });
 }
 
-// "host:port" with a numeric port; IPv6 hosts in brackets.
-bool valid_listen(const std::string& listen) {
+// Why `listen` is not an address the HTTP server can bind, or nullopt when it is: "HOST:PORT" or
+// ":PORT" (all interfaces), port 0 (the kernel picks one, as tests do) to 65535. Debian's civetweb
+// is built without IPv6, so a bracketed IPv6 host would only fail later, when binding.
+std::optional<std::string> listen_problem(const std::string& listen, const std::string& shown) {
+  const std::string expected = "expected HOST:PORT or :PORT such as 127.0.0.1:9187, got " + shown;
   auto colon = listen.rfind(':');
-  if (colon == std::string::npos || colon == 0) return false;
+  if (colon == std::string::npos) return expected;
   std::string host = listen.substr(0, colon);
   std::string port = listen.substr(colon + 1);
-  if (host.find(':') != std::string::npos && (host.front() != '[' || host.back() != ']')) {
-    return false;
+  if (!host.empty() && (host.front() == '[' || host.find(':') != std::string::npos)) {
+    return "IPv6 addresses are not supported (the HTTP server is built without IPv6), got " + shown;
   }
   if (port.empty() || port.size() > 5 ||
       !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-    return false;
+    return expected;
   }
-  int number = std::stoi(port);
-  return number >= 1 && number <= 65535;
+  if (std::stoi(port) > 65535) return "port " + port + " is out of range 0-65535";
+  return std::nullopt;
 }
 
 std::optional<std::string> getenv_lookup(const std::string& name) {
@@ -518,11 +521,10 @@ class Parser {
     Node node = root.child("metrics");
     if (!node.defined() || !node.expect_map()) return;
     if (auto listen = node.string("listen", true)) {
-      if (valid_listen(*listen)) {
-        config_.metrics.listen = *listen;
+      if (auto problem = listen_problem(*listen, shown(node.child("listen"), *listen))) {
+        node.error_at("listen", *problem);
       } else {
-        node.error_at("listen", "expected host:port such as 127.0.0.1:9187, got " +
-                                    shown(node.child("listen"), *listen));
+        config_.metrics.listen = *listen;
       }
     }
     node.check_unknown_keys();

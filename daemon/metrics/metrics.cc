@@ -50,6 +50,14 @@ Metrics::Metrics()
                                 "Bytes of changes queued between the source and the consumer.")),
       dead_letters_(counter_family(*registry_, "cdcd_dead_letters_total",
                                    "Records the consumer sent to its dead-letter sink.")),
+      seconds_since_delivery_(gauge_family(
+          *registry_, "cdcd_consumer_seconds_since_last_delivery",
+          "Seconds since a sink of the consumer last acknowledged a change (or since the "
+          "consumer started, before its first).")),
+      consumer_state_(gauge_family(*registry_, "cdcd_consumer_state",
+                                   "1 for the consumer's current state (running; failed: stopped "
+                                   "by an error; stopped: finished or shut down), 0 for the "
+                                   "others.")),
       events_(counter_family(*registry_, "cdcd_events_total",
                              "Changes a sink acknowledged as delivered (rejected ones excluded).")),
       batch_duration_(prometheus::BuildHistogram()
@@ -75,6 +83,20 @@ Metrics::Metrics()
   gauge_family(*registry_, "cdcd_build_info", "Build information; the value is always 1.")
       .Add({{"version", CDCD_VERSION}})
       .Set(1);
+  reload_.failures = &counter_family(*registry_, "cdcd_config_reload_failures_total",
+                                     "Reloads (SIGHUP) refused because the config was invalid.")
+                          .Add({});
+  reload_.last_successful =
+      &gauge_family(*registry_, "cdcd_config_last_reload_successful",
+                    "1 when the last reload succeeded (or none happened yet), 0 when it was "
+                    "refused and the previous config still runs.")
+           .Add({});
+  reload_.last_successful->Set(1);
+  reload_.last_success_time =
+      &gauge_family(*registry_, "cdcd_config_last_reload_success_timestamp_seconds",
+                    "Unix time the running config was loaded.")
+           .Add({});
+  reload_.last_success_time->SetToCurrentTime();
 }
 
 SourceMetrics Metrics::source(const std::string& source) {
@@ -93,9 +115,18 @@ SinkMetrics Metrics::sink(const std::string& sink) {
 ConsumerMetrics Metrics::consumer(const std::string& consumer) {
   std::lock_guard lock(mutex_);
   const prometheus::Labels labels{{"consumer", consumer}};
-  return ConsumerMetrics{&checkpoint_lsn_.Add(labels), &lag_bytes_.Add(labels),
-                         &lag_seconds_.Add(labels), &queue_bytes_.Add(labels),
-                         &dead_letters_.Add(labels)};
+  auto state = [&](const char* name) {
+    return &consumer_state_.Add({{"consumer", consumer}, {"state", name}});
+  };
+  return ConsumerMetrics{&checkpoint_lsn_.Add(labels),
+                         &lag_bytes_.Add(labels),
+                         &lag_seconds_.Add(labels),
+                         &queue_bytes_.Add(labels),
+                         &dead_letters_.Add(labels),
+                         &seconds_since_delivery_.Add(labels),
+                         state("running"),
+                         state("failed"),
+                         state("stopped")};
 }
 
 CheckpointMetrics Metrics::checkpoint(const std::string& consumer) {

@@ -161,8 +161,15 @@ void Consumer::set_failed(const std::string& reason) {
   fail(reason);
 }
 
+void Consumer::note_turn() { last_turn_ = Clock::now().time_since_epoch().count(); }
+
+std::chrono::steady_clock::time_point Consumer::last_turn() const {
+  return Clock::time_point(Clock::duration(last_turn_.load()));
+}
+
 void Consumer::run() {
   while (state_ == ConsumerState::kRunning && !aborted_) {
+    note_turn();
     if (pending_.empty() && !queue_.end_of_stream()) {
       auto wake = Clock::now() + kIdleWake;
       if (open_batch_) wake = std::min(wake, open_since_ + setup_.config.batch.max_wait);
@@ -282,6 +289,7 @@ void Consumer::wait_for_acks_while(const std::function<bool()>& condition) {
   // What is handled no longer needs the queue's room while this thread waits.
   release_handled_bytes();
   while (condition() && state_ == ConsumerState::kRunning && !aborted_) {
+    note_turn();
     {
       std::unique_lock lock(inbox_->mutex);
       inbox_->arrived.wait_for(lock, kIdleWake,
@@ -358,6 +366,9 @@ void Consumer::process_ack(Ack& ack) {
         commit_to_ack_[ack.sink]->Observe(
             static_cast<double>(acked_at_us - changes[i].timestamp_us) / 1e6);
       }
+    }
+    if (ack.report.rejected.size() < changes.size()) {
+      last_delivery_ = Clock::now().time_since_epoch().count();
     }
     for (const auto& rejection : ack.report.rejected) {
       if (rejection.index >= changes.size()) continue;
@@ -457,6 +468,14 @@ void Consumer::refresh_metrics() {
   metrics_.queue_bytes->Set(static_cast<double>(queued));
   metrics_.lag_seconds->Set(lag_seconds);
   metrics_.lag_bytes->Set(static_cast<double>(lag_bytes));
+  metrics_.seconds_since_delivery->Set(
+      std::chrono::duration<double>(Clock::now() -
+                                    Clock::time_point(Clock::duration(last_delivery_.load())))
+          .count());
+  const ConsumerState state = state_.load();
+  metrics_.running->Set(state == ConsumerState::kRunning ? 1 : 0);
+  metrics_.failed->Set(state == ConsumerState::kFailed ? 1 : 0);
+  metrics_.stopped->Set(state == ConsumerState::kFinished ? 1 : 0);
   std::lock_guard lock(status_mutex_);
   if (status_.checkpoint)
     metrics_.checkpoint_lsn->Set(static_cast<double>(status_.checkpoint->lsn));

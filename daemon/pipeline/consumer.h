@@ -101,6 +101,9 @@ class Consumer {
   // The lsn of the last checkpoint saved (0 when none): what the source may release.
   std::uint64_t saved_lsn() const { return saved_lsn_.load(); }
   ConsumerStatus status() const;
+  // When the consumer's thread last went round its loop (waiting for events or acknowledgements
+  // counts): a thread stuck inside a sink's write() stops turning. For the service watchdog.
+  std::chrono::steady_clock::time_point last_turn() const;
 
  private:
   struct Ack {
@@ -129,6 +132,7 @@ class Consumer {
   // Processes acknowledgements (and checkpoints on time) while `condition` holds.
   void wait_for_acks_while(const std::function<bool()>& condition);
   void save_checkpoint();
+  void note_turn();
   void update_metrics();
   void set_failed(const std::string& reason);
   std::size_t batches_in_flight() const;
@@ -169,6 +173,11 @@ class Consumer {
 
   std::atomic<ConsumerState> state_{ConsumerState::kRunning};
   std::atomic<bool> aborted_{false};
+  // When a sink last acknowledged a change (the consumer's start before the first).
+  std::atomic<std::chrono::steady_clock::rep> last_delivery_{
+      std::chrono::steady_clock::now().time_since_epoch().count()};
+  std::atomic<std::chrono::steady_clock::rep> last_turn_{
+      std::chrono::steady_clock::now().time_since_epoch().count()};
   std::atomic<std::uint64_t> saved_lsn_{0};
   // Progress published by the consumer thread for refresh_metrics().
   std::atomic<std::int64_t> oldest_unacknowledged_us_{std::numeric_limits<std::int64_t>::min()};

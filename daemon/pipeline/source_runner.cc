@@ -146,9 +146,18 @@ void SourceRunner::join() {
   if (thread_.joinable()) thread_.join();
 }
 
+void SourceRunner::note_turn() { last_turn_ = Clock::now().time_since_epoch().count(); }
+
+Clock::time_point SourceRunner::last_turn() const {
+  return Clock::time_point(Clock::duration(last_turn_.load()));
+}
+
 void SourceRunner::wait_interruptibly(std::chrono::milliseconds duration) {
   auto until = Clock::now() + duration;
-  while (!stop_ && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  while (!stop_ && Clock::now() < until) {
+    note_turn();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
 }
 
 bool SourceRunner::start_source() {
@@ -168,6 +177,7 @@ bool SourceRunner::start_source() {
   from.consumers = std::move(needs);
   Backoff backoff;
   while (!stop_) {
+    note_turn();
     auto started = source_->start(from);
     if (started) {
       log_->info("source {} started at lsn {}", name_, from.first_lsn);
@@ -193,6 +203,7 @@ void SourceRunner::run() {
   bool started = start_source();
   Backoff backoff;
   while (started && !stop_) {
+    note_turn();
     auto outcome = source_->poll(fan_out, Clock::now() + kPollSlice);
     fan_out.hand_over_all();
     commit_checkpoints();
@@ -234,6 +245,7 @@ void SourceRunner::finish() {
   while (Clock::now() < deadline &&
          std::any_of(consumers_.begin(), consumers_.end(),
                      [](Consumer* c) { return c->state() == ConsumerState::kRunning; })) {
+    note_turn();
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     if (drain_deadline_ns_.load() != 0) {
       deadline = Clock::time_point(Clock::duration(drain_deadline_ns_.load()));

@@ -37,6 +37,9 @@ class SourceRunner {
 
   const std::string& name() const { return name_; }
   bool ended() const { return ended_.load(); }
+  // When the source thread last went round its loop (polls return by a deadline, waits are
+  // sliced): a thread stuck inside the source stops turning. For the service watchdog.
+  std::chrono::steady_clock::time_point last_turn() const;
 
  private:
   class FanOut;
@@ -46,6 +49,7 @@ class SourceRunner {
   void commit_checkpoints();
   void finish();
   void wait_interruptibly(std::chrono::milliseconds duration);
+  void note_turn();
 
   std::string name_;
   Source* source_;
@@ -55,6 +59,8 @@ class SourceRunner {
   std::thread thread_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> ended_{false};
+  std::atomic<std::chrono::steady_clock::rep> last_turn_{
+      std::chrono::steady_clock::now().time_since_epoch().count()};
   std::atomic<std::int64_t> drain_deadline_ns_{0};
   std::uint64_t committed_lsn_ = 0;
 };

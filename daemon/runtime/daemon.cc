@@ -4,9 +4,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <ctime>
 #include <thread>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "daemon/cli/cli.h"
@@ -55,10 +57,12 @@ void block_termination_signals() {
   signal(SIGPIPE, SIG_IGN);
 }
 
-Daemon::Daemon(DaemonConfig config, Metrics& metrics)
+Daemon::Daemon(DaemonConfig config, Metrics& metrics, ConfigLoader reload_config)
     : watchdog_(make_logger("cdcd")),
       config_(std::move(config)),
       metrics_(metrics),
+      reload_config_(std::move(reload_config)),
+      reload_metrics_(metrics.reload()),
       log_(make_logger("cdcd")) {}
 
 Daemon::~Daemon() {
@@ -190,6 +194,7 @@ Status Daemon::start_consumers() {
   if (stopping_) return fail("stopped before the consumers started");
   for (auto& consumer : consumers_) consumer->start();
   for (auto& runner : runners_) runner->start();
+  threads_started_ = true;
   return ok();
 }
 
@@ -215,24 +220,24 @@ int Daemon::run() {
   }
   starter_ = std::thread([this] { start_in_background(); });
   const sigset_t signals = awaited_signals();
-  timespec tick{0, 200 * 1000 * 1000};
+  timespec period{0, 200 * 1000 * 1000};
   while (true) {
-    int signo = sigtimedwait(&signals, nullptr, &tick);
+    int signo = sigtimedwait(&signals, nullptr, &period);
     if (signo == SIGTERM || signo == SIGINT) {
       log_->info("received {}, draining and committing checkpoints", strsignal(signo));
       break;
     }
     if (signo == SIGHUP) {
-      // Reloading comes later; until then SIGHUP must not end the daemon without draining.
-      log_->warn("reload is not supported yet; ignoring SIGHUP");
+      reload();
       continue;
     }
     const Startup startup = startup_.load();
     if (startup == Startup::kFailed || startup == Startup::kInterrupted) break;
-    if (startup != Startup::kStarted) continue;
-    if (!any_consumer_running()) break;
-    for (auto& consumer : consumers_) consumer->refresh_metrics();
+    if (startup == Startup::kStarted && !any_consumer_running()) break;
+    tick();
   }
+  notifier_.stopping();
+  notifier_.status("stopping: draining and committing checkpoints");
   shutdown();
   if (http) http->stop();
   return exit_code();
@@ -242,21 +247,153 @@ void Daemon::stop_sinks() {
   for (auto& sink : config_.sinks) sink.sink->stop();
 }
 
+void Daemon::tick() {
+  if (startup_.load() == Startup::kStarted) {
+    for (auto& consumer : consumers_) consumer->refresh_metrics();
+  }
+  notifier_.status(status_line());
+  if (!ready_sent_ && startup_.load() == Startup::kStarted && !not_ready_reason()) {
+    notifier_.ready();
+    ready_sent_ = true;
+  }
+  if (!notifier_.watchdog_interval()) return;
+  if (auto stuck = stuck_thread()) {
+    if (!stuck_logged_) log_->error("{}; withholding the systemd watchdog ping", *stuck);
+    stuck_logged_ = true;
+    return;
+  }
+  if (stuck_logged_) log_->info("every pipeline thread turns again; watchdog pings resume");
+  stuck_logged_ = false;
+  notifier_.watchdog_ping();
+}
+
+std::optional<std::string> Daemon::stuck_thread() const {
+  if (startup_.load() != Startup::kStarted) return std::nullopt;
+  // Each thread turns at least every few hundred milliseconds when healthy, idle or waiting for
+  // acknowledgements; half the watchdog interval leaves the other half for the pings to go out.
+  const auto tolerance = *notifier_.watchdog_interval() / 2;
+  const auto now = Clock::now();
+  auto seconds = [&](Clock::time_point since) {
+    return std::chrono::duration<double>(now - since).count();
+  };
+  for (const auto& consumer : consumers_) {
+    if (consumer->state() != ConsumerState::kRunning) continue;
+    if (now - consumer->last_turn() > tolerance) {
+      return fmt::format(
+          "consumer {} is stuck: its thread has not turned for {:.1f} s (in a sink's "
+          "write?)",
+          consumer->name(), seconds(consumer->last_turn()));
+    }
+  }
+  for (const auto& runner : runners_) {
+    if (runner->ended()) continue;
+    if (now - runner->last_turn() > tolerance) {
+      return fmt::format("source {} is stuck: its thread has not turned for {:.1f} s",
+                         runner->name(), seconds(runner->last_turn()));
+    }
+  }
+  return std::nullopt;
+}
+
+std::string Daemon::status_line() const {
+  if (auto reason = not_ready_reason()) return "not ready: " + *reason;
+  std::size_t running = 0;
+  const ConsumerStatus* laggiest = nullptr;
+  std::vector<ConsumerStatus> statuses;
+  for (const auto& consumer : consumers_) statuses.push_back(consumer->status());
+  for (const auto& status : statuses) {
+    if (status.state == ConsumerState::kRunning) ++running;
+    if (!laggiest || status.lag_seconds > laggiest->lag_seconds) laggiest = &status;
+  }
+  std::string line = fmt::format("ready: {} of {} consumers running", running, statuses.size());
+  if (laggiest) {
+    line += fmt::format("; max lag {:.1f} s ({}), {} bytes", laggiest->lag_seconds, laggiest->name,
+                        laggiest->lag_bytes);
+  }
+  return line;
+}
+
+void Daemon::reload() {
+  log_->info("received SIGHUP, reading {} again", config_.file);
+  std::optional<DaemonConfig> next;
+  if (reload_config_) next = reload_config_();
+  if (!next) {
+    reload_metrics_.failures->Increment();
+    reload_metrics_.last_successful->Set(0);
+    log_->error("reload refused: {} is invalid (errors above); the running config is kept",
+                config_.file);
+    return;
+  }
+  if (next->metrics.listen != config_.metrics.listen) {
+    log_->warn("metrics.listen changed from {} to {}: the HTTP server keeps {} until a restart",
+               config_.metrics.listen, next->metrics.listen, config_.metrics.listen);
+    next->metrics.listen = config_.metrics.listen;
+  }
+  notifier_.reloading();
+  notifier_.status("reloading: draining the running pipeline");
+  if (drain_pipeline(Clock::now() + config_.shutdown_timeout)) {
+    log_->warn(
+        "reload: deliveries still unacknowledged after {} ms were abandoned; they are "
+        "delivered again from the checkpoint",
+        config_.shutdown_timeout.count());
+  }
+  {
+    // The old plugins go first: they hold the checkpoint store's lock, the replication slot and
+    // the sinks' files that the new ones take.
+    std::unique_lock lock(pipeline_mutex_);
+    startup_ = Startup::kStarting;
+    runners_.clear();
+    consumers_.clear();
+    store_.reset();
+    config_ = std::move(*next);
+  }
+  {
+    std::lock_guard lock(startup_mutex_);
+    stopping_ = false;
+    threads_started_ = false;
+    startup_reason_.clear();
+  }
+  ready_sent_ = false;
+  reload_metrics_.last_successful->Set(1);
+  reload_metrics_.last_success_time->SetToCurrentTime();
+  log_->info("reloaded {}: {} sources, {} sinks, {} consumers", config_.file,
+             config_.sources.size(), config_.sinks.size(), config_.consumers.size());
+  starter_ = std::thread([this] { start_in_background(); });
+}
+
 void Daemon::shutdown() {
   const auto deadline = Clock::now() + config_.shutdown_timeout;
   watchdog_.arm(deadline + kStuckThreadGrace, kExitRuntimeFailure);
+  shutdown_timed_out_ = drain_pipeline(deadline);
+  watchdog_.set_phase("releasing the plugins");
+  if (shutdown_timed_out_) {
+    log_->error("shutdown timeout of {} ms passed with deliveries unacknowledged",
+                config_.shutdown_timeout.count());
+  }
+}
+
+bool Daemon::drain_pipeline(Clock::time_point deadline) {
   watchdog_.set_phase("starting (a checkpoint store or sink does not answer)");
   stop_startup();
   if (starter_.joinable()) starter_.join();
+  bool threads_started;
+  {
+    std::lock_guard lock(startup_mutex_);
+    threads_started = threads_started_;
+  }
   watchdog_.set_phase("draining the consumers");
   for (auto& runner : runners_) runner->request_stop(deadline);
-  while (Clock::now() < deadline && any_consumer_running()) {
+  // Consumers whose threads never started have nothing to drain.
+  while (threads_started && Clock::now() < deadline && any_consumer_running()) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    // A drain that makes progress is not a wedged daemon (a reload drains on this thread).
+    if (notifier_.watchdog_interval() && !stuck_thread()) notifier_.watchdog_ping();
   }
+  bool timed_out = false;
   bool sinks_stopped = false;
-  if (any_consumer_running()) {
+  if (threads_started && any_consumer_running()) {
     // Consumers blocked in a sink's write() only return once the sink is stopped.
-    shutdown_timed_out_ = true;
+    timed_out = true;
     for (auto& consumer : consumers_) consumer->abort();
     stop_sinks();
     sinks_stopped = true;
@@ -274,11 +411,7 @@ void Daemon::shutdown() {
     }
     stop_sinks();
   }
-  watchdog_.set_phase("releasing the plugins");
-  if (shutdown_timed_out_) {
-    log_->error("shutdown timeout of {} ms passed with deliveries unacknowledged",
-                config_.shutdown_timeout.count());
-  }
+  return timed_out;
 }
 
 int Daemon::exit_code() const {
@@ -290,6 +423,7 @@ int Daemon::exit_code() const {
 }
 
 std::optional<std::string> Daemon::not_ready_reason() const {
+  std::shared_lock pipeline(pipeline_mutex_);
   const Startup startup = startup_.load();
   if (startup == Startup::kStarted) {
     // A failed consumer is the cause of what follows (its source stops when no consumer is
@@ -314,6 +448,7 @@ std::optional<std::string> Daemon::not_ready_reason() const {
 }
 
 std::string Daemon::status_json() const {
+  std::shared_lock pipeline(pipeline_mutex_);
   std::vector<ConsumerStatus> statuses;
   if (startup_ == Startup::kStarted) {
     for (const auto& consumer : consumers_) statuses.push_back(consumer->status());
@@ -345,7 +480,23 @@ int run_daemon(const std::string& config_path, const PluginRegistry& registry) {
   }
   auto log = make_logger("cdcd");
   log->info("cdcd {} starting with {}", CDCD_VERSION, config_path);
-  Daemon daemon(std::move(*config), metrics);
+  // A reload parses with the same plugins and metrics; its diagnostics go to the log, each line as
+  // `validate` prints it.
+  auto reload_config = [&]() -> std::optional<DaemonConfig> {
+    config::Diagnostics reload_diagnostics;
+    auto reloaded = load_config(config_path, registry, plugins, reload_diagnostics);
+    const std::string text = reload_diagnostics.to_string();
+    std::size_t start = 0;
+    while (start < text.size()) {
+      std::size_t end = text.find('\n', start);
+      if (end == std::string::npos) end = text.size();
+      log->log(reloaded ? spdlog::level::warn : spdlog::level::err, "{}",
+               text.substr(start, end - start));
+      start = end + 1;
+    }
+    return reloaded;
+  };
+  Daemon daemon(std::move(*config), metrics, reload_config);
   int code = daemon.run();
   log->info("cdcd exiting with code {}", code);
   return code;

@@ -6,6 +6,8 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <shared_mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -15,6 +17,7 @@
 #include "daemon/pipeline/consumer.h"
 #include "daemon/pipeline/source_runner.h"
 #include "daemon/runtime/instrumented_checkpoint_store.h"
+#include "daemon/runtime/service_notifier.h"
 #include "daemon/runtime/shutdown_watchdog.h"
 
 namespace cdcd {
@@ -31,9 +34,23 @@ namespace cdcd {
 // aborted and the sinks stopped, which makes blocked writes return; and if threads still have not
 // ended shortly after the deadline (a call that cannot be interrupted), the ShutdownWatchdog ends
 // the process with exit code 1.
+//
+// Reload (SIGHUP): the config is read again with `reload_config`; an invalid one is refused and the
+// running pipeline kept. A valid one replaces the whole pipeline in the process: the running one
+// drains as at shutdown (every acknowledged transaction checkpointed, the source released), then
+// the new one starts and every consumer resumes after its checkpoint. So an added consumer starts
+// as configured, a removed one stops with its checkpoint kept, and changed sinks and sources take
+// effect, without losing or repeating an acknowledged transaction. The HTTP server keeps serving.
+//
+// systemd (Type=notify, see ServiceNotifier): READY=1 once started and ready (/readyz), STATUS= a
+// one-line summary refreshed by the main loop, WATCHDOG=1 while every consumer and source thread
+// keeps turning its loop, RELOADING=1 during a reload, STOPPING=1 when draining for shutdown.
 class Daemon {
  public:
-  Daemon(DaemonConfig config, Metrics& metrics);
+  // Reads the config file again for a reload; nullopt after logging why it is invalid.
+  using ConfigLoader = std::function<std::optional<DaemonConfig>()>;
+
+  Daemon(DaemonConfig config, Metrics& metrics, ConfigLoader reload_config = {});
   ~Daemon();
 
   // Returns the process exit code: 0 when every consumer finished (or shut down cleanly), 1 when
@@ -57,6 +74,16 @@ class Daemon {
   void set_startup_reason(std::string reason);
   void wake_main_thread() const;
   bool any_consumer_running() const;
+  // Stops reading, lets the consumers drain until `deadline`, then aborts them and stops the sinks;
+  // joins every pipeline thread and flushes and stops the sinks. True if it had to abort.
+  bool drain_pipeline(std::chrono::steady_clock::time_point deadline);
+  void reload();
+  // What the main loop does every tick: refresh lag gauges, tell systemd the status, readiness and
+  // (while no pipeline thread is stuck) that the daemon is alive.
+  void tick();
+  std::string status_line() const;
+  // The first consumer or source thread that has not turned its loop for the watchdog's tolerance.
+  std::optional<std::string> stuck_thread() const;
   void shutdown();
   void stop_startup();
   void stop_sinks();
@@ -66,6 +93,13 @@ class Daemon {
   ShutdownWatchdog watchdog_;
   DaemonConfig config_;
   Metrics& metrics_;
+  ConfigLoader reload_config_;
+  ReloadMetrics reload_metrics_;
+  ServiceNotifier notifier_;
+  bool ready_sent_ = false;
+  bool stuck_logged_ = false;
+  // HTTP threads read the pipeline (/readyz, /status) while a reload replaces it.
+  mutable std::shared_mutex pipeline_mutex_;
   std::shared_ptr<spdlog::logger> log_;
   std::unique_ptr<InstrumentedCheckpointStore> store_;
   std::vector<std::unique_ptr<Consumer>> consumers_;
@@ -75,8 +109,9 @@ class Daemon {
   std::atomic<Startup> startup_{Startup::kStarting};
   mutable std::mutex startup_mutex_;
   std::condition_variable stopping_changed_;
-  bool stopping_ = false;       // guarded by startup_mutex_
-  std::string startup_reason_;  // guarded by startup_mutex_
+  bool stopping_ = false;         // guarded by startup_mutex_
+  bool threads_started_ = false;  // guarded by startup_mutex_
+  std::string startup_reason_;    // guarded by startup_mutex_
   bool shutdown_timed_out_ = false;
 };
 

@@ -65,6 +65,7 @@ PostgresSource::PostgresSource(PostgresSourceOptions options, SourceContext cont
                          .Help("WAL bytes the source's replication slot keeps on the server")
                          .Register(*context_.registry)
                          .Add({{"source", context_.name}});
+    slot_budget_ = std::make_unique<SlotBudgetMetrics>(*context_.registry, context_.name);
     snapshot_rows_ = &prometheus::BuildCounter()
                           .Name("cdcd_postgres_snapshot_rows_total")
                           .Help("Rows read by the initial snapshot, per table")
@@ -659,6 +660,7 @@ void PostgresSource::monitor() {
         retained_wal_->Set(std::strtod(PQgetvalue(result->get(), 0, 1), nullptr));
       }
     }
+    if (status && slot_budget_) status = slot_budget_->refresh(**conn, options_.slot);
     // An idle database with busy neighbours would pin WAL: a tiny transaction of our own lets
     // the slot's confirmed position move forward once it is delivered and checkpointed.
     if (status && options_.heartbeat.count() > 0 && now - last_activity_ >= options_.heartbeat) {

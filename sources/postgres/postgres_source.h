@@ -12,6 +12,7 @@
 #include "daemon/plugin/source.h"
 #include "sources/postgres/pg_connection.h"
 #include "sources/postgres/relation_cache.h"
+#include "sources/postgres/slot_budget.h"
 #include "sources/postgres/slot_plan.h"
 #include "sources/postgres/snapshot_reader.h"
 #include "sources/postgres/transaction_buffer.h"
@@ -101,6 +102,7 @@ class PostgresSource : public Source {
   std::shared_ptr<spdlog::logger> log_;
   std::string where_;  // host/port/dbname, for logs
   prometheus::Gauge* retained_wal_ = nullptr;
+  std::unique_ptr<SlotBudgetMetrics> slot_budget_;
   prometheus::Family<prometheus::Counter>* snapshot_rows_ = nullptr;
 
   PgConnection sql_;   // catalog lookups, metrics, heartbeats

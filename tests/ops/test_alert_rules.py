@@ -40,14 +40,18 @@ def test():
     lint(RULES)
     lint(UNIT_TESTS)
     result = run(["promtool", "check", "rules", RULES])
-    check("SUCCESS: 9 rules found" in result.stdout, f"expected 9 rules: {result.stdout}")
+    check("SUCCESS: 14 rules found" in result.stdout, f"expected 14 rules: {result.stdout}")
     with temp_dir() as work:
         print("promtool test rules: every alert firing and not firing")
         unit_tests(rules, work)
         for what, old, new in [
             ("misspelt metric", "cdcd_consumer_lag_seconds{job=\"cdcd\"} > 300", "cdcd_consumer_lag_second{job=\"cdcd\"} > 300"),
             ("threshold", "cdcd_consumer_lag_bytes{job=\"cdcd\"} > 1073741824", "cdcd_consumer_lag_bytes{job=\"cdcd\"} > 4294967296"),
-            ("stalled without its delivery check", "unless on (job, instance, consumer)", "or on (job, instance, consumer)"),
+            ("stalled without its delivery check", "and on (job, instance, consumer)", "or on (job, instance, consumer)"),
+            ("budget threshold", "< 0.2 * cdcd_postgres_slot_max_wal_keep_bytes", "< 0.05 * cdcd_postgres_slot_max_wal_keep_bytes"),
+            ("prediction horizon", "[30m], 4 * 3600) < 0", "[30m], 3600) < 0"),
+            ("failed state", "state=\"failed\"} == 1", "state=\"stopped\"} == 1"),
+            ("inactive slot", "cdcd_postgres_slot_active{job=\"cdcd\"} == 0", "cdcd_postgres_slot_active{job=\"cdcd\"} == 1"),
             ("no pending period", "up{job=\"cdcd\"} == 0\n        for: 2m", "up{job=\"cdcd\"} == 0\n        for: 0m"),
             ("wrong job", "changes(process_start_time_seconds{job=\"cdcd\"}", "changes(process_start_time_seconds{job=\"cdc\"}"),
         ]:

@@ -43,6 +43,8 @@ class Postgres:
         with open(os.path.join(self.data, "postgresql.conf"), "a") as f:
             f.write(f"listen_addresses = '127.0.0.1'\nport = {self.port}\nunix_socket_directories = '{self.data}'\n"
                     "wal_level = logical\nmax_replication_slots = 4\nmax_wal_senders = 4\nfsync = off\n"
+                    # A WAL budget, so that the dashboard's budget query has a line to show.
+                    "max_slot_wal_keep_size = 1GB\n"
                     "synchronous_commit = off\n")
         run(as_postgres + [f"{PGBIN}/pg_ctl", "-D", self.data, "-l", os.path.join(self.data, "server.log"),
                            "-w", "-t", "30", "start"])

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 
@@ -96,7 +97,8 @@ def unit_families(unit_text):
 def trace_daemon(cdcd, kafka_mock, work):
     """Runs cdcd under strace through the work it does in service: validate, then run a jsonl source
     into file, stdout and Kafka sinks (librdkafka's mock cluster as the broker) with file checkpoints,
-    the metrics endpoints scraped, and SIGTERM. Returns (calls, families)."""
+    the metrics endpoints scraped, sd_notify to a NOTIFY_SOCKET with the watchdog on, a reload
+    (SIGHUP), and SIGTERM. Returns (calls, families)."""
     changelog = os.path.join(work, "changes.jsonl")
     shutil.copy(os.path.join(ROOT, "configs", "sample-changelog.jsonl"), changelog)
     port = free_port()
@@ -125,16 +127,37 @@ shutdown_timeout: 2s
     trace = os.path.join(work, "trace")
     strace = ["strace", "-f", "-qq", "-o"]
     run(strace + [trace + ".validate", cdcd, "validate", "--config", config])
-    with open(os.path.join(work, "stdout"), "w") as out, \
+    notify_path = os.path.join(work, "notify.sock")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(notify_path)
+    notify.settimeout(0.1)
+    messages = []
+
+    def notified(text):
+        try:
+            while True:
+                messages.append(notify.recv(4096).decode())
+        except socket.timeout:
+            pass
+        return any(text in message for message in messages)
+
+    env = dict(os.environ, NOTIFY_SOCKET=notify_path, WATCHDOG_USEC="2000000")
+    with notify, open(os.path.join(work, "stdout"), "w") as out, \
             process(strace + [trace + ".run", cdcd, "run", "--config", config], stdout=out,
-                    stderr=subprocess.DEVNULL, cwd=work) as daemon:
+                    stderr=subprocess.DEVNULL, cwd=work, env=env) as daemon:
         base = f"http://127.0.0.1:{port}"
         wait_for("changes delivered and checkpointed by both consumers",
                  lambda: all(os.path.exists(os.path.join(work, "checkpoints", f"{c}.json"))
                              for c in ("everything", "to_kafka")), timeout=60)
         for path in ("/healthz", "/readyz", "/status", "/metrics"):
             http_get(base + path)
+        wait_for("READY=1 and WATCHDOG=1 on NOTIFY_SOCKET", lambda: notified("READY=1") and notified("WATCHDOG=1"),
+                 timeout=60)
+        os.killpg(daemon.pid, signal.SIGHUP)  # a reload: the pipeline drains and starts again
+        wait_for("READY=1 again after the reload",
+                 lambda: notified("RELOADING=1") and sum("READY=1" in m for m in messages) >= 2, timeout=60)
         os.killpg(daemon.pid, signal.SIGTERM)  # strace passes it on to the traced daemon
+        wait_for("STOPPING=1", lambda: notified("STOPPING=1"), timeout=30)
         daemon.wait(timeout=30)
     calls, families = set(), set()
     for name in (trace + ".validate", trace + ".run"):
@@ -155,9 +178,21 @@ def check_filter(unit_text, calls, families):
     check(not refused, f"the unit's RestrictAddressFamilies refuses socket families cdcd uses: {refused}")
 
 
+def check_notify_protocol(unit_text):
+    """The unit relies on what the daemon sends (tests/integration/daemon_service_test.cc and the
+    traced run check the daemon's side): readiness, the watchdog and reload by SIGHUP."""
+    for directive in ("Type=notify", "NotifyAccess=main", "WatchdogSec=", "ExecReload=/bin/kill -HUP $MAINPID"):
+        check(re.search(r"^" + re.escape(directive), unit_text, re.M), f"the unit lacks {directive}")
+
+
 def test(cdcd, kafka_mock):
     unit = read_unit()
     with temp_dir() as work:
+        print("Type=notify with a watchdog and ExecReload")
+        check_notify_protocol(unit)
+        must_fail("Type=exec", check_notify_protocol, mutated(unit, "Type=notify", "Type=exec"))
+        must_fail("no watchdog", check_notify_protocol, mutated(unit, "WatchdogSec=60s", ""))
+
         print("systemd-analyze verify: nothing on stderr")
         verify(unit, cdcd, work)
         must_fail("misspelt directive", verify, mutated(unit, "ProtectSystem=strict", "ProtectSystem=strictly"),

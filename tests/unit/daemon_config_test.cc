@@ -220,6 +220,53 @@ TEST(DaemonConfig, ParsesTheQuickstartShape) {
                                                      "checkpoints"}));
 }
 
+// The forms docs/metrics.md promises: all interfaces as a bare ":PORT", a host name, and port 0
+// (the kernel picks a free port; tests read it from the log).
+TEST(DaemonConfig, AcceptsEveryDocumentedMetricsListenForm) {
+  PluginRegistry registry = fake_registry();
+  for (const std::string listen :
+       {"127.0.0.1:9187", ":9187", "0.0.0.0:9187", "localhost:9187", "127.0.0.1:0", ":0"}) {
+    std::string text = kQuickstart;
+    text.replace(text.find("127.0.0.1:9187"), std::string("127.0.0.1:9187").size(),
+                 "\"" + listen + "\"");
+    QuietLoggers loggers;
+    config::Diagnostics diagnostics;
+    auto config =
+        parse_config(text, "t.yaml", registry, loggers.environment(), diagnostics, env_of({}));
+    ASSERT_TRUE(config.has_value()) << listen << ": " << diagnostics.to_string();
+    EXPECT_EQ(config->metrics.listen, listen);
+  }
+}
+
+TEST(DaemonConfig, RefusesMetricsListenFormsTheServerCannotBind) {
+  PluginRegistry registry = fake_registry();
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"9187", "expected HOST:PORT or :PORT such as 127.0.0.1:9187, got \"9187\""},
+      {"127.0.0.1:", "expected HOST:PORT or :PORT such as 127.0.0.1:9187, got \"127.0.0.1:\""},
+      {"127.0.0.1:65536", "port 65536 is out of range 0-65535"},
+      {"127.0.0.1:http",
+       "expected HOST:PORT or :PORT such as 127.0.0.1:9187, got \"127.0.0.1:http\""},
+      {"[::1]:9187",
+       "IPv6 addresses are not supported (the HTTP server is built without IPv6), got "
+       "\"[::1]:9187\""},
+  };
+  for (const auto& [listen, message] : cases) {
+    const std::string text =
+        "sources: {demo: {type: jsonl, path: p}}\n"
+        "sinks: {console: {type: stdout}}\n"
+        "checkpoints: {type: file, dir: d}\n"
+        "consumers: {c: {source: demo, sinks: [console]}}\n"
+        "metrics: {listen: \"" +
+        listen + "\"}\n";
+    QuietLoggers loggers;
+    config::Diagnostics diagnostics;
+    EXPECT_FALSE(
+        parse_config(text, "t.yaml", registry, loggers.environment(), diagnostics, env_of({})));
+    EXPECT_EQ(diagnostics.to_string(), "t.yaml:5:19: error: metrics.listen: " + message + "\n")
+        << listen;
+  }
+}
+
 TEST(DaemonConfig, ReadsEveryConsumerOptionAndInterpolates) {
   const char* text = R"(sources:
   demo: {type: jsonl, path: "${LOG_DIR:-/var/log}/changes.jsonl"}
