@@ -75,8 +75,7 @@ void ElasticsearchMetrics::count(Outcome outcome, double items) {
       superseded_->Increment(items);
       break;
     case Outcome::kRetry:
-      retried_->Increment(items);
-      break;
+      break;  // counted per retry round (count_retried), with whole-request retries
     case Outcome::kRejected:
     case Outcome::kUnauthorized:
       rejected_->Increment(items);
