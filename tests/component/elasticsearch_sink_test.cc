@@ -3,14 +3,17 @@
 // authentication and the transport (gzip, failover). Read back through the server's control
 // endpoints, never through the sink.
 
+#include <algorithm>
 #include <chrono>
 #include <future>
 #include <limits>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <thread>
 
 #include <gmock/gmock.h>
+#include <gtest/gtest-spi.h>
 #include <gtest/gtest.h>
 #include <spdlog/sinks/ostream_sink.h>
 #include <spdlog/spdlog.h>
@@ -445,6 +448,89 @@ TEST(ElasticsearchTransport, SecretsInUrlsAndErrorsAreRedacted) {
   ASSERT_TRUE(response.transport_error);
   EXPECT_THAT(*response.transport_error, ::testing::Not(::testing::HasSubstr("hunter2")));
   EXPECT_EQ(client.redact("key-abc and hunter2"), "*** and ***");
+}
+
+// Everything the default logger (the sinks' log in build_plugin_sink) writes while it lives.
+class CapturedLog {
+ public:
+  CapturedLog() : sink_(std::make_shared<spdlog::sinks::ostream_sink_mt>(stream_)) {
+    spdlog::default_logger()->sinks().push_back(sink_);
+  }
+  ~CapturedLog() {
+    auto& sinks = spdlog::default_logger()->sinks();
+    sinks.erase(std::remove(sinks.begin(), sinks.end(), sink_), sinks.end());
+  }
+  std::string text() { return stream_.str(); }
+
+ private:
+  std::ostringstream stream_;
+  std::shared_ptr<spdlog::sinks::ostream_sink_mt> sink_;
+};
+
+TEST_F(ElasticsearchSinkTest, WarnsAtStartWhenGcDeletesIsShorterThanTheReplayWindow) {
+  auto [status, body] =
+      server_.request("PUT", "/public_items", R"({"settings": {"index": {"gc_deletes": "10s"}}})");
+  ASSERT_EQ(status, 200) << body;
+  {
+    CapturedLog log;
+    auto es = sink("index: public_items\nreplay_window: 2m\n");
+    EXPECT_THAT(log.text(), ::testing::HasSubstr("index public_items's index.gc_deletes (10000 ms) "
+                                                 "is shorter than the replay window (120000 ms)"));
+  }
+  {
+    CapturedLog log;
+    auto es = sink("index: public_items\nreplay_window: 5s\n");
+    EXPECT_THAT(log.text(), ::testing::Not(::testing::HasSubstr("gc_deletes")));
+  }
+  {
+    CapturedLog log;
+    auto es = sink("index: public_items\nreplay_window: 2m\ndeletes: soft\n");
+    EXPECT_THAT(log.text(), ::testing::Not(::testing::HasSubstr("gc_deletes")))
+        << "soft deletes do not depend on index.gc_deletes";
+  }
+}
+
+TEST(ElasticsearchOpenSearch, StartsAgainstAnOpenSearchClusterAndWrites) {
+  TempDir dir;
+  EsTestServer server(dir.path(), EsTestServer::Options{{}, true, "opensearch"});
+  Metrics metrics;
+  CapturedLog log;
+  auto es = build_plugin_sink("elasticsearch", "urls: \"" + server.url() + "\"\n", metrics);
+  ASSERT_TRUE(es);
+  ASSERT_TRUE(es->start());
+  EXPECT_THAT(log.text(), ::testing::HasSubstr("connected to opensearch 2.11.0"));
+  auto report = write_and_wait(
+      *es, batch_of({row_change(1, Operation::kInsert, R"({"id":1})", R"({"id":1})")}));
+  ASSERT_FALSE(report.failure) << describe(report);
+  EXPECT_EQ(server.documents("public_items").size(), 1u);
+}
+
+TEST(ElasticsearchConfig, RejectsBadOptionsWithTheirLocation) {
+  Metrics metrics;
+  ::testing::internal::CaptureStderr();
+  bool failed_bad_url = false, failed_auth = false, failed_format = false;
+  {
+    ::testing::TestPartResultArray results;
+    ::testing::ScopedFakeTestPartResultReporter reporter(
+        ::testing::ScopedFakeTestPartResultReporter::INTERCEPT_ONLY_CURRENT_THREAD, &results);
+    failed_bad_url =
+        build_plugin_sink("elasticsearch", "urls: [\"ftp://x\"]\n", metrics) == nullptr;
+    failed_auth = build_plugin_sink("elasticsearch",
+                                    "urls: [\"http://x\"]\nauth: {username: u, api_key: k}\n",
+                                    metrics) == nullptr;
+    failed_format = build_plugin_sink("elasticsearch", "urls: [\"http://x\"]\nformat: debezium\n",
+                                      metrics) == nullptr;
+    ASSERT_EQ(results.size(), 3);
+    EXPECT_THAT(results.GetTestPartResult(0).message(),
+                ::testing::HasSubstr("cdcd.yaml:1:7: error: sinks.conformance.urls: expected URLs "
+                                     "starting with http:// or https://"));
+    EXPECT_THAT(results.GetTestPartResult(1).message(),
+                ::testing::HasSubstr("expected one of username/password, api_key or bearer"));
+    EXPECT_THAT(results.GetTestPartResult(2).message(),
+                ::testing::HasSubstr("applies to document: changelog only"));
+  }
+  ::testing::internal::GetCapturedStderr();
+  EXPECT_TRUE(failed_bad_url && failed_auth && failed_format);
 }
 
 }  // namespace

@@ -124,8 +124,8 @@ TEST(ElasticsearchDaemonTest, IndexConvergesOnTheSourceThrough429sAndSigkills) {
   write_file(log_path, "");
   const std::string checkpoints = dir.file("checkpoints");
   write_config(dir, "sources:\n  log: {type: jsonl, path: " + log_path +
-                        ", follow: true, poll_interval: 20ms}\nsinks:\n" +
-                        sink_yaml(server.url()) + "checkpoints: {type: file, dir: " + checkpoints +
+                        ", follow: true, poll_interval: 20ms}\nsinks:\n" + sink_yaml(server.url()) +
+                        "checkpoints: {type: file, dir: " + checkpoints +
                         ", interval: 100ms}\nconsumers:\n  c:\n    source: log\n    sinks: "
                         "[search]\n    batch: {max_events: 500, max_wait: 20ms}\nlog: {level: "
                         "info}\n");
@@ -204,16 +204,36 @@ TEST(ElasticsearchDaemonTest, AMappingErrorDeadLettersExactlyThatChange) {
       "\n" +
           commit_marker_line(30));
   const std::string dead_letters = dir.file("dead.jsonl");
+  const int port = free_port();
   const std::string checkpoints = dir.file("checkpoints");
   write_config(dir, "sources:\n  log: {type: jsonl, path: " + log_path +
-                        ", follow: true, poll_interval: 20ms}\nsinks:\n" +
-                        sink_yaml(server.url()) + "  dlq: {type: file, path: " + dead_letters +
+                        ", follow: true, poll_interval: 20ms}\nsinks:\n" + sink_yaml(server.url()) +
+                        "  dlq: {type: file, path: " + dead_letters +
                         ", format: native}\ncheckpoints: {type: file, dir: " + checkpoints +
                         ", interval: 100ms}\nconsumers:\n  c:\n    source: log\n    sinks: "
-                        "[search]\n    on_error: dead_letter\n    dead_letter_sink: dlq\n");
+                        "[search]\n    on_error: dead_letter\n    dead_letter_sink: dlq\n"
+                        "metrics: {listen: 127.0.0.1:" +
+                        std::to_string(port) + "}\n");
   DaemonProcess daemon(dir.file("cdcd.yaml"), dir.path());
   daemon.start();
-  ASSERT_TRUE(wait_for_checkpoint(checkpoints + "/c.json", 30, scaled(30s))) << daemon.stderr_text();
+  ASSERT_TRUE(wait_for_checkpoint(checkpoints + "/c.json", 30, scaled(30s)))
+      << daemon.stderr_text();
+  // The sink's metrics, as Prometheus scrapes them.
+  auto samples = scrape(port);
+  const std::map<std::string, std::string> search{{"sink", "search"}};
+  auto outcome = [&](const std::string& name) {
+    return metric_value(samples, "cdcd_elasticsearch_items_total",
+                        {{"sink", "search"}, {"outcome", name}});
+  };
+  EXPECT_EQ(outcome("created"), 2);
+  EXPECT_EQ(outcome("rejected"), 1);
+  EXPECT_EQ(outcome("superseded"), 0);
+  EXPECT_GE(metric_value(samples, "cdcd_elasticsearch_bulk_duration_seconds_count", search), 1);
+  EXPECT_GT(metric_value(samples, "cdcd_elasticsearch_request_bytes_total",
+                         {{"sink", "search"}, {"stage", "uncompressed"}}),
+            metric_value(samples, "cdcd_elasticsearch_request_bytes_total",
+                         {{"sink", "search"}, {"stage", "wire"}}));
+  EXPECT_EQ(metric_value(samples, "cdcd_elasticsearch_requests_in_flight", search), 0);
   EXPECT_EQ(daemon.stop(scaled(30s)), 0) << daemon.stderr_text();
   auto docs = server.documents("public_items");
   EXPECT_EQ(docs.size(), 2u) << docs;
@@ -234,12 +254,12 @@ TEST(ElasticsearchDaemonTest, BadCredentialsStopTheDaemonAtStartWithOneClearErro
                       EsTestServer::Options{{"--user", "elastic", "--password", "right-pw"}});
   const std::string log_path = dir.file("changes.jsonl");
   write_file(log_path, "");
-  write_config(dir, "sources:\n  log: {type: jsonl, path: " + log_path +
-                        ", follow: true}\nsinks:\n" +
-                        sink_yaml(server.url(),
-                                  "    auth: {username: elastic, password: \"${ES_PASSWORD}\"}\n") +
-                        "checkpoints: {type: file, dir: " + dir.file("checkpoints") +
-                        "}\nconsumers:\n  c:\n    source: log\n    sinks: [search]\n");
+  write_config(
+      dir,
+      "sources:\n  log: {type: jsonl, path: " + log_path + ", follow: true}\nsinks:\n" +
+          sink_yaml(server.url(), "    auth: {username: elastic, password: \"${ES_PASSWORD}\"}\n") +
+          "checkpoints: {type: file, dir: " + dir.file("checkpoints") +
+          "}\nconsumers:\n  c:\n    source: log\n    sinks: [search]\n");
   ::setenv("ES_PASSWORD", "wrong-secret-4711", 1);
   auto result = run_cdcd({"run", "--config", dir.file("cdcd.yaml")}, scaled(30s));
   ::unsetenv("ES_PASSWORD");
