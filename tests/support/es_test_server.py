@@ -194,7 +194,7 @@ class State:
         self.max_content_length = 100 * 1024 * 1024
         self.delay_ms = 0
         self.counters = {"requests": 0, "bulk_requests": 0, "items": 0, "item_failures": 0,
-                         "bytes": 0, "wire_bytes": 0}
+                         "bytes": 0, "wire_bytes": 0, "failures_by_status": {}}
 
     def snapshot(self):
         indices = {}
@@ -547,6 +547,8 @@ class Handler(BaseHTTPRequestHandler):
                 if item["status"] >= 300 and not (verb == "delete" and item["status"] == 404):
                     errors = True
                     state.counters["item_failures"] += 1
+                    statuses = state.counters["failures_by_status"]
+                    statuses[str(item["status"])] = statuses.get(str(item["status"]), 0) + 1
                 items.append({verb: item})
         took = int((time.monotonic() - started) * 1000)
         return self.send_json(200, {"took": took, "errors": errors, "items": items})
