@@ -221,8 +221,10 @@ Status ElasticsearchSink::send_actions(Plan& plan, std::size_t first, std::size_
                 (why.empty() ? std::string() : " while retrying: " + why));
   };
 
+  // Why the last retry round was needed: what a stop() during retries reports.
+  std::string last_error;
   while (!pending.empty()) {
-    if (stopping_) return stopped("");
+    if (stopping_) return stopped(last_error);
     // One round: up to `concurrency` requests at once. Bodies are built per round, so memory is
     // bounded by concurrency x max_bytes beside the batch itself.
     std::vector<http::Request> requests;
@@ -243,7 +245,6 @@ Status ElasticsearchSink::send_actions(Plan& plan, std::size_t first, std::size_
     std::vector<std::size_t> resend_now;  // split after a 413: no backoff
     std::vector<std::size_t> retry;       // after backoff
     bool throttled = false;
-    std::string last_error;
 
     metrics_.in_flight(static_cast<double>(requests.size()));
     auto responses = client_.perform(requests);
@@ -259,7 +260,7 @@ Status ElasticsearchSink::send_actions(Plan& plan, std::size_t first, std::size_
         retry.insert(retry.end(), chunk.begin(), chunk.end());
       };
       if (response.transport_error) {
-        if (stopping_) return stopped(*response.transport_error);
+        if (stopping_) return stopped(last_error.empty() ? *response.transport_error : last_error);
         retry_chunk(describe(response));
         continue;
       }
