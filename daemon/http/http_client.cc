@@ -83,9 +83,17 @@ struct Client::Session {
   }
 };
 
-Client::Client(ClientOptions options) : options_(std::move(options)) {
+namespace {
+
+ClientOptions without_trailing_slashes(ClientOptions options) {
+  for (auto& url : options.urls) url = trim_slash(url);
+  return options;
+}
+
+}  // namespace
+
+Client::Client(ClientOptions options) : options_(without_trailing_slashes(std::move(options))) {
   ensure_curl_initialized();
-  for (auto& url : const_cast<std::vector<std::string>&>(options_.urls)) url = trim_slash(url);
   if (!options_.auth.secret.empty()) secrets_.push_back(options_.auth.secret);
   for (const auto& url : options_.urls) {
     if (auto password = url_password(url); password && !password->empty()) {

@@ -200,6 +200,26 @@ Result<std::optional<Action>> ActionBuilder::build(const Change& change, std::si
   return std::optional<Action>(std::move(action));
 }
 
+Result<std::optional<Action>> ActionBuilder::build_old_key_removal(const Change& change,
+                                                                   std::size_t position,
+                                                                   std::string_view source) const {
+  if (config_.document != DocumentMode::kRow || change.operation != Operation::kUpdate ||
+      change.old_key.empty()) {
+    return std::optional<Action>();
+  }
+  // Rare (a primary key changed): a copy of the change as the old key's delete is simplest.
+  Change removal;
+  removal.lsn = change.lsn;
+  removal.seq = change.seq;
+  removal.timestamp_us = change.timestamp_us;
+  removal.source = change.source;
+  removal.entity = change.entity;
+  removal.operation = Operation::kDelete;
+  removal.key = change.old_key;
+  removal.old_row = change.old_row;
+  return build(removal, position, source, "");
+}
+
 Result<std::string> ActionBuilder::truncated_index(const Change& change,
                                                    std::string_view source) const {
   TemplateInput input(change, source);

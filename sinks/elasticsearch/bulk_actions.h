@@ -61,6 +61,12 @@ class ActionBuilder {
   Result<std::optional<Action>> build(const Change& change, std::size_t position,
                                       std::string_view source, std::string_view connector) const;
 
+  // For an update that changed the key (row documents): the delete (or soft-delete tombstone) of
+  // the document under the old key, sent before the document under the new key; nullopt
+  // otherwise. `{key.F}` in the id and routing templates reads the old key for it.
+  Result<std::optional<Action>> build_old_key_removal(const Change& change, std::size_t position,
+                                                      std::string_view source) const;
+
   // The index a truncate of `change` clears.
   Result<std::string> truncated_index(const Change& change, std::string_view source) const;
 

@@ -160,6 +160,26 @@ DeliveryReport ElasticsearchSink::deliver(const Batch& batch) {
     position.clear();
     return sent;
   };
+  // Adds a document's action; a later change of the document replaces its earlier one: both
+  // would be sent in order, and only the later one would stay.
+  auto add = [&](Action action) -> Status {
+    auto [slot, inserted] = position.try_emplace(action.identity, plan.actions.size());
+    if (inserted) {
+      plan.actions.push_back(std::move(action));
+      return ok();
+    }
+    if (action.kind == Action::Kind::kUpdate) {
+      // A partial image cannot replace the document's earlier action (it lacks columns that
+      // one sets): the earlier one goes out first.
+      if (auto sent = send_plan(); !sent) return sent;
+      position.emplace(action.identity, 0);
+      plan.actions.push_back(std::move(action));
+      return ok();
+    }
+    metrics_.count_superseded_in_batch(1);
+    plan.actions[slot->second] = std::move(action);
+    return ok();
+  };
   for (std::size_t i = 0; i < batch.changes.size(); ++i) {
     const Change& change = batch.changes[i];
     if (change.operation == Operation::kTruncate &&
@@ -176,38 +196,25 @@ DeliveryReport ElasticsearchSink::deliver(const Batch& batch) {
       }
       continue;
     }
+    auto removal = builder_.build_old_key_removal(change, i, batch.source_name);
     auto built = builder_.build(change, i, batch.source_name, batch.connector);
-    if (!built) {
+    if (!removal || !built) {
       metrics_.count(Outcome::kRejected);
-      plan.rejected.push_back({i, "elasticsearch: " + built.error().message});
+      plan.rejected.push_back(
+          {i, "elasticsearch: " + (removal ? built.error() : removal.error()).message});
       continue;
+    }
+    if (*removal) {
+      if (auto added = add(std::move(**removal)); !added) return DeliveryReport{added.error(), {}};
     }
     if (!*built) continue;
-    Action& action = **built;
-    auto [slot, inserted] = position.try_emplace(action.identity, plan.actions.size());
-    if (inserted) {
-      plan.actions.push_back(std::move(action));
-      continue;
-    }
-    if (action.kind == Action::Kind::kUpdate) {
-      // A partial image cannot replace the document's earlier action (it lacks columns that
-      // one sets): the earlier one goes out first.
-      if (auto sent = send_plan(); !sent) return DeliveryReport{sent.error(), {}};
-      position.emplace(action.identity, 0);
-      plan.actions.push_back(std::move(action));
-      continue;
-    }
-    // A later change of the document replaces the earlier one: both would be sent in order, and
-    // only the later one would stay.
-    metrics_.count_superseded_in_batch(1);
-    plan.actions[slot->second] = std::move(action);
+    if (auto added = add(std::move(**built)); !added) return DeliveryReport{added.error(), {}};
   }
   if (auto sent = send_plan(); !sent) return DeliveryReport{sent.error(), {}};
   std::sort(plan.rejected.begin(), plan.rejected.end(),
             [](const auto& a, const auto& b) { return a.index < b.index; });
   return DeliveryReport{std::nullopt, std::move(plan.rejected)};
 }
-
 Status ElasticsearchSink::send_actions(Plan& plan, std::size_t first, std::size_t last) {
   std::vector<std::size_t> pending;
   for (std::size_t i = first; i < last; ++i) pending.push_back(i);

@@ -164,6 +164,20 @@ TEST_F(ElasticsearchSinkTest, ChangesOfOneDocumentInOneBatchCollapseToTheLast) {
   EXPECT_EQ(server_.documents("public_items")["1"]["v"], "third");
 }
 
+TEST_F(ElasticsearchSinkTest, AnUpdateThatChangesTheKeyMovesTheDocument) {
+  auto es = sink();
+  ASSERT_FALSE(write_and_wait(*es, batch_of({row_change(1, Operation::kInsert, R"({"id":1})",
+                                                        R"({"id":1,"v":"a"})")}))
+                   .failure);
+  auto moved = row_change(2, Operation::kUpdate, R"({"id":2})", R"({"id":2,"v":"a"})");
+  moved.old_key = R"({"id":1})";
+  auto report = write_and_wait(*es, batch_of({moved}));
+  ASSERT_FALSE(report.failure) << describe(report);
+  auto docs = server_.documents("public_items");
+  EXPECT_FALSE(docs.contains("1")) << "the document under the old key is deleted: " << docs;
+  EXPECT_EQ(docs["2"]["v"], "a");
+}
+
 TEST_F(ElasticsearchSinkTest, PerItem429sAreRetriedAloneUntilTheyPass) {
   auto es = sink();
   std::vector<Change> changes;
