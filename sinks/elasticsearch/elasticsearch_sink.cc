@@ -219,6 +219,7 @@ Status ElasticsearchSink::send_actions(Plan& plan, std::size_t first, std::size_
   std::vector<std::size_t> pending;
   for (std::size_t i = first; i < last; ++i) pending.push_back(i);
   std::size_t max_actions = config_.bulk.max_actions;
+  const std::size_t min_actions = std::max<std::size_t>(1, config_.bulk.max_actions / 16);
   Backoff backoff(config_.retry.initial_backoff, config_.retry.max_backoff);
   RetryingMark retrying(retrying_);
   const std::string path =
@@ -347,13 +348,15 @@ Status ElasticsearchSink::send_actions(Plan& plan, std::size_t first, std::size_
     pending = std::move(remaining);
     if (retry.empty()) {
       if (backoff.attempts() > 0) backoff.reset();
+      max_actions = std::min(config_.bulk.max_actions, max_actions * 2);
       continue;
     }
     retrying.mark();
     metrics_.count_retried(static_cast<double>(retry.size()));
     metrics_.count_retry();
-    // Smaller bulks while the cluster pushes back (429): it has less to hold at once.
-    if (throttled) max_actions = std::max<std::size_t>(1, max_actions / 2);
+    // Smaller bulks while the cluster pushes back (429): it has less to hold at once. Down to a
+    // sixteenth, so that a long push-back does not shrink requests to single items.
+    if (throttled) max_actions = std::max(min_actions, max_actions / 2);
     auto wait = backoff.next();
     context_.log->warn("elasticsearch sink {}: {} item(s) to retry in {} ms: {}", context_.name,
                        retry.size(), wait.count(), last_error);
