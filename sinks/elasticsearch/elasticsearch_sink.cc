@@ -220,6 +220,10 @@ Status ElasticsearchSink::send_actions(Plan& plan, std::size_t first, std::size_
   for (std::size_t i = first; i < last; ++i) pending.push_back(i);
   std::size_t max_actions = config_.bulk.max_actions;
   const std::size_t min_actions = std::max<std::size_t>(1, config_.bulk.max_actions / 16);
+  // The most actions a request may hold after a 413: growing back past it would only be refused
+  // again, and a round that split and resent everything would otherwise grow back to where it
+  // started, for ever.
+  std::size_t split_ceiling = config_.bulk.max_actions;
   Backoff backoff(config_.retry.initial_backoff, config_.retry.max_backoff);
   RetryingMark retrying(retrying_);
   const std::string path =
@@ -320,7 +324,8 @@ Status ElasticsearchSink::send_actions(Plan& plan, std::size_t first, std::size_
                                   action.index + "\", id \"" + action.id + "\")"});
           continue;
         }
-        max_actions = std::max<std::size_t>(1, chunk.size() / 2);
+        split_ceiling = std::min(split_ceiling, std::max<std::size_t>(1, chunk.size() / 2));
+        max_actions = std::min(max_actions, split_ceiling);
         resend_now.insert(resend_now.end(), chunk.begin(), chunk.end());
         continue;
       }
@@ -348,7 +353,7 @@ Status ElasticsearchSink::send_actions(Plan& plan, std::size_t first, std::size_
     pending = std::move(remaining);
     if (retry.empty()) {
       if (backoff.attempts() > 0) backoff.reset();
-      max_actions = std::min(config_.bulk.max_actions, max_actions * 2);
+      max_actions = std::min(split_ceiling, max_actions * 2);
       continue;
     }
     retrying.mark();
@@ -356,7 +361,7 @@ Status ElasticsearchSink::send_actions(Plan& plan, std::size_t first, std::size_
     metrics_.count_retry();
     // Smaller bulks while the cluster pushes back (429): it has less to hold at once. Down to a
     // sixteenth, so that a long push-back does not shrink requests to single items.
-    if (throttled) max_actions = std::max(min_actions, max_actions / 2);
+    if (throttled) max_actions = std::min(split_ceiling, std::max(min_actions, max_actions / 2));
     auto wait = backoff.next();
     context_.log->warn("elasticsearch sink {}: {} item(s) to retry in {} ms: {}", context_.name,
                        retry.size(), wait.count(), last_error);
