@@ -256,6 +256,17 @@ void append_lsn_string(std::string& out, std::uint64_t lsn) {
   out += "\\\"";
 }
 
+// ts_ns: nanoseconds since the epoch fit in 64 bits only from 1677 to 2262. Outside, the field
+// (optional in Debezium's schema) is null rather than a wrapped-around number.
+void append_nanoseconds(std::string& out, std::int64_t microseconds) {
+  std::int64_t nanoseconds = 0;
+  if (__builtin_mul_overflow(microseconds, 1000, &nanoseconds)) {
+    out += "null";
+  } else {
+    json::append_integer(out, nanoseconds);
+  }
+}
+
 void append_source(const Change& change, const EncodeContext& context,
                    const DebeziumOptions& options, std::string& out) {
   const EntityName name = split_entity(change.entity);
@@ -268,7 +279,7 @@ void append_source(const Change& change, const EncodeContext& context,
   out += ",\"ts_us\":";
   json::append_integer(out, change.timestamp_us);
   out += ",\"ts_ns\":";
-  json::append_integer(out, change.timestamp_us * 1000);
+  append_nanoseconds(out, change.timestamp_us);
   out += ",\"snapshot\":\"";
   out += snapshot_value(change);
   out += "\",\"db\":";
@@ -353,7 +364,7 @@ void encode_debezium(const Change& change, const EncodeContext& context, std::st
   out += ",\"ts_us\":";
   json::append_integer(out, context.processed_at_us);
   out += ",\"ts_ns\":";
-  json::append_integer(out, context.processed_at_us * 1000);
+  append_nanoseconds(out, context.processed_at_us);
   out += '}';
   if (options.schemas) out += '}';
 }

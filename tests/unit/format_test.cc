@@ -411,6 +411,17 @@ TEST(FormatDebezium, SourceFallsBackToTheContext) {
   EXPECT_EQ(event["ts_ms"], 1763719200456);
 }
 
+// Found by fuzz_native_line: a commit in the year 1012 overflowed ts_ns (UBSan). Nanoseconds fit in
+// 64 bits only from 1677 to 2262; outside, the optional field is null and the others stay exact.
+TEST(FormatDebezium, NanosecondsOutsideTheirRangeAreNull) {
+  Change change = golden_cases().at("no_txid");
+  change.timestamp_us = -30203503199876544;  // 1012-11-21T10:00:00.123456Z
+  const Json event = Json::parse(encode(Format::kDebezium, change));
+  EXPECT_TRUE(event["source"]["ts_ns"].is_null());
+  EXPECT_EQ(event["source"]["ts_us"], -30203503199876544);
+  EXPECT_EQ(event["source"]["ts_ms"], -30203503199877);
+}
+
 // Not a timed assertion: prints the native encoder's rate so a regression is visible in the log.
 TEST(FormatNative, MicroCheckRate) {
   const Change change = golden_cases().at("update_old_new");
