@@ -267,12 +267,23 @@ bool append_raw_string(const char* begin, CompactWriter& out, std::string& error
   return true;
 }
 
+// Containers nest at most this deep in a line. The checks recurse once per level and a line is
+// untrusted input: without a bound, a few kilobytes of "[[[[..." overflow the stack (found by
+// fuzz_native_line). Row images nest far less deeply than this.
+constexpr int kMaxNesting = 512;
+
+bool too_deep(std::string& error) {
+  error = "invalid JSON: nested deeper than " + std::to_string(kMaxNesting) + " levels";
+  return false;
+}
+
 // Values and fields are used in place, by reference, throughout: each copy (passed by value, or
 // moved out of its simdjson_result) stalls on the stores that just built it, a measurable share
 // of the parse.
-bool append_compact(od::value& value, CompactWriter& out, std::string& error);
+bool append_compact(od::value& value, CompactWriter& out, std::string& error, int depth);
 
-bool append_object(od::object& object, CompactWriter& out, std::string& error) {
+bool append_object(od::object& object, CompactWriter& out, std::string& error, int depth) {
+  if (depth > kMaxNesting) return too_deep(error);
   bool first = true;
   for (auto field_result : object) {
     if (auto code = field_result.error()) {
@@ -285,13 +296,14 @@ bool append_object(od::object& object, CompactWriter& out, std::string& error) {
     if (!append_raw_string(field.key().raw(), out, error)) return false;
     out.punctuation(':');
     od::value& value = field.value();
-    if (!append_compact(value, out, error)) return false;
+    if (!append_compact(value, out, error, depth)) return false;
   }
   out.punctuation('}');
   return true;
 }
 
-bool append_array(od::array& array, CompactWriter& out, std::string& error) {
+bool append_array(od::array& array, CompactWriter& out, std::string& error, int depth) {
+  if (depth > kMaxNesting) return too_deep(error);
   bool first = true;
   for (auto element_result : array) {
     od::value element;
@@ -301,7 +313,7 @@ bool append_array(od::array& array, CompactWriter& out, std::string& error) {
     }
     if (!first) out.punctuation(',');
     first = false;
-    if (!append_compact(element, out, error)) return false;
+    if (!append_compact(element, out, error, depth)) return false;
   }
   out.punctuation(']');
   return true;
@@ -322,7 +334,7 @@ bool append_literal(od::value& value, std::string_view expected, CompactWriter& 
 }
 
 // Appends `value` as compact JSON, checking it completely (see the comment at the top).
-bool append_compact(od::value& value, CompactWriter& out, std::string& error) {
+bool append_compact(od::value& value, CompactWriter& out, std::string& error, int depth) {
   od::json_type type;
   if (auto code = value.type().get(type)) {
     error = invalid_json(code);
@@ -338,7 +350,7 @@ bool append_compact(od::value& value, CompactWriter& out, std::string& error) {
         return false;
       }
       out.copy(brace, brace + 1);
-      return append_object(object, out, error);
+      return append_object(object, out, error, depth + 1);
     }
     case od::json_type::array: {
       const char* bracket = value.raw_json_token().data();
@@ -348,7 +360,7 @@ bool append_compact(od::value& value, CompactWriter& out, std::string& error) {
         return false;
       }
       out.copy(bracket, bracket + 1);
-      return append_array(array, out, error);
+      return append_array(array, out, error, depth + 1);
     }
     case od::json_type::string: {
       od::raw_json_string raw;
@@ -389,7 +401,7 @@ bool append_compact(od::value& value, CompactWriter& out, std::string& error) {
 // directly; a scalar's or string's raw token runs up to the next token, whitespace included; a
 // container's last byte before its closing brace or bracket is that of its last value, or the
 // opening one.
-bool check_plain(od::value& value, bool& compact, std::string& error);
+bool check_plain(od::value& value, bool& compact, std::string& error, int depth);
 
 bool is_compact_end(std::string_view raw) {
   return raw.size() >= 2 && !is_json_space(raw.back()) && !is_json_space(raw[raw.size() - 2]);
@@ -397,7 +409,8 @@ bool is_compact_end(std::string_view raw) {
 
 // `text` receives the object's raw text, whitespace after it included.
 bool check_plain_object(od::object& object, bool& compact, std::string_view& text,
-                        std::string& error) {
+                        std::string& error, int depth) {
+  if (depth > kMaxNesting) return too_deep(error);
   for (auto field_result : object) {
     if (auto code = field_result.error()) {
       error = invalid_json(code);
@@ -408,7 +421,7 @@ bool check_plain_object(od::object& object, bool& compact, std::string_view& tex
     od::value& value = field.value();
     const char* start = value.raw_json_token().data();
     compact &= (key[-2] == '{' || key[-2] == ',') && start[-2] == '"';
-    if (!check_plain(value, compact, error)) return false;
+    if (!check_plain(value, compact, error, depth)) return false;
   }
   if (auto code = object.raw_json().get(text)) {
     error = invalid_json(code);
@@ -418,7 +431,8 @@ bool check_plain_object(od::object& object, bool& compact, std::string_view& tex
   return true;
 }
 
-bool check_plain_array(od::array& array, bool& compact, std::string& error) {
+bool check_plain_array(od::array& array, bool& compact, std::string& error, int depth) {
+  if (depth > kMaxNesting) return too_deep(error);
   for (auto element_result : array) {
     od::value element;
     if (auto code = std::move(element_result).get(element)) {
@@ -427,7 +441,7 @@ bool check_plain_array(od::array& array, bool& compact, std::string& error) {
     }
     const char* start = element.raw_json_token().data();
     compact &= start[-1] == '[' || start[-1] == ',';
-    if (!check_plain(element, compact, error)) return false;
+    if (!check_plain(element, compact, error, depth)) return false;
   }
   std::string_view text;
   if (auto code = array.raw_json().get(text)) {
@@ -447,7 +461,7 @@ std::string_view scalar_token(od::value& value, bool& compact) {
   return token;
 }
 
-bool check_plain(od::value& value, bool& compact, std::string& error) {
+bool check_plain(od::value& value, bool& compact, std::string& error, int depth) {
   od::json_type type;
   if (auto code = value.type().get(type)) {
     error = invalid_json(code);
@@ -461,7 +475,7 @@ bool check_plain(od::value& value, bool& compact, std::string& error) {
         return false;
       }
       std::string_view text;
-      return check_plain_object(object, compact, text, error);
+      return check_plain_object(object, compact, text, error, depth + 1);
     }
     case od::json_type::array: {
       od::array array;
@@ -469,7 +483,7 @@ bool check_plain(od::value& value, bool& compact, std::string& error) {
         error = invalid_json(code);
         return false;
       }
-      return check_plain_array(array, compact, error);
+      return check_plain_array(array, compact, error, depth + 1);
     }
     case od::json_type::string: {
       scalar_token(value, compact);
@@ -791,7 +805,7 @@ bool LineReader::read_row(od::value& value, Field field, std::string& out) {
   thread_local std::string scratch;
   scratch.clear();
   CompactWriter writer(scratch);
-  const bool ok = append_compact(value, writer, error_);
+  const bool ok = append_compact(value, writer, error_, 0);
   if (ok) writer.finish(out);
   if (scratch.capacity() > kReusedParserCapacity) std::string().swap(scratch);
   return ok;
@@ -805,7 +819,7 @@ bool LineReader::read_plain_row(od::value& value, std::string& out) {
   if (auto code = value.get_object().get(object)) return fail(invalid_json(code));
   bool compact = true;
   std::string_view raw;
-  if (!check_plain_object(object, compact, raw, error_)) return false;
+  if (!check_plain_object(object, compact, raw, error_, 1)) return false;
   while (!raw.empty() && is_json_space(raw.back())) raw.remove_suffix(1);
   if (compact) {
     out.assign(raw);

@@ -27,6 +27,24 @@ std::string with_field(const std::string& field) {
   return R"({"lsn": 1, "timestamp": 5, "entity": "t", "operation": "insert", )" + field + "}";
 }
 
+// Found by fuzz_native_line: a few kilobytes of nested brackets overflowed the stack. Up to 512
+// levels parse, deeper is a bad record; in plain and in spaced (non-compact) images alike.
+TEST(ParseNativeLine, NestingIsBounded) {
+  auto nested = [](int levels, const std::string& space) {
+    return std::string(levels, '[') + space + std::string(levels, ']');
+  };
+  for (const std::string space : {"", " "}) {
+    for (const std::string image : {"new", "key"}) {
+      const std::string ok = with_field(R"(")" + image + R"(": {"a": )" + nested(510, space) + "}");
+      EXPECT_EQ(parse_error(ok), "(parsed)") << image << " '" << space << "'";
+      const std::string deep =
+          with_field(R"(")" + image + R"(": {"a": )" + nested(5000, space) + "}");
+      EXPECT_NE(parse_error(deep).find("nested deeper than 512 levels"), std::string::npos)
+          << image << " '" << space << "': " << parse_error(deep);
+    }
+  }
+}
+
 TEST(ParseNativeLine, ReadsEveryField) {
   auto change = parse_native_line(kFullLine);
   ASSERT_TRUE(change) << change.error().message;
