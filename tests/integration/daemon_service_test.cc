@@ -5,8 +5,6 @@
 // (consumers and sinks added, removed and changed; an invalid config refused) checked by the exact
 // changes each file sink received.
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -136,27 +134,6 @@ int logged_port(ChildProcess& daemon) {
   return port;
 }
 
-// The response's header block (test::http_get keeps only the body).
-std::string response_headers(int port, const std::string& path) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  address.sin_port = htons(static_cast<std::uint16_t>(port));
-  timeval timeout{5, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-  std::string response;
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0) {
-    const std::string request = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-    ::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
-    char buffer[8192];
-    ssize_t n;
-    while ((n = ::recv(fd, buffer, sizeof buffer, 0)) > 0) response.append(buffer, n);
-  }
-  ::close(fd);
-  return response.substr(0, response.find("\r\n\r\n") + 2);
-}
-
 // (lsn, seq) of each change: what identifies a delivery.
 using Positions = std::vector<std::pair<std::uint64_t, std::uint32_t>>;
 
@@ -255,7 +232,8 @@ TEST_F(DaemonServiceTest, MetricsOnAKernelChosenPortCarryThePrometheusTextConten
   write_file(log_path_, "");
   start(write_config(dir_, config("  c: {source: log, sinks: [out]}\n",
                                   "  out: {type: file, path: " + dir_.file("out.jsonl") + "}\n")));
-  const std::string headers = response_headers(port_, "/metrics");
+  const std::string headers =
+      test::http_get(port_, "/metrics").value_or(test::HttpResponse{}).headers;
   EXPECT_NE(headers.find(" 200 OK\r\n"), std::string::npos) << headers;
   EXPECT_NE(headers.find("\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"),
             std::string::npos)

@@ -194,6 +194,7 @@ std::optional<HttpResponse> http_get(int port, const std::string& path) {
   if (response.rfind("HTTP/", 0) != 0 || header_end == std::string::npos) return std::nullopt;
   HttpResponse result;
   result.status = std::atoi(response.c_str() + response.find(' ') + 1);
+  result.headers = response.substr(0, header_end + 2);
   result.body = response.substr(header_end + 4);
   return result;
 }

@@ -79,6 +79,7 @@ int run_command(const std::vector<std::string>& argv, std::string* output = null
 // connection fails.
 struct HttpResponse {
   int status = 0;
+  std::string headers;  // the status line and the header lines, each ending in "\r\n"
   std::string body;
 };
 std::optional<HttpResponse> http_get(int port, const std::string& path);

@@ -1,10 +1,4 @@
 #include "daemon/metrics/metrics.h"
-
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <cstdint>
 #include <optional>
 #include <regex>
@@ -23,27 +17,6 @@ namespace cdcd {
 namespace {
 
 using test::http_get;
-
-// The whole HTTP response, headers included (test::http_get keeps only the body).
-std::string raw_get(int port, const std::string& path) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<std::uint16_t>(port));
-  timeval timeout{5, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-  std::string response;
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
-    const std::string request = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-    ::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
-    char buffer[8192];
-    ssize_t n;
-    while ((n = ::recv(fd, buffer, sizeof buffer, 0)) > 0) response.append(buffer, n);
-  }
-  ::close(fd);
-  return response;
-}
 
 // The value of the sample line starting with `series` (name plus labels), if present.
 std::optional<double> sample(const std::string& exposition, const std::string& series) {
@@ -136,8 +109,9 @@ TEST_F(HttpServerTest, MetricsPassPromtoolAndCarryTheValuesSet) {
   EXPECT_LE(started, now + 1);
   EXPECT_GT(started, now - 24 * 3600);
 
-  EXPECT_NE(raw_get(server_->port(), "/metrics")
-                .find("Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"),
+  EXPECT_NE(http_get(server_->port(), "/metrics")
+                .value_or(test::HttpResponse{})
+                .headers.find("Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"),
             std::string::npos);
 }
 
@@ -196,7 +170,10 @@ TEST_F(HttpServerTest, HealthReadinessAndStatus) {
   ASSERT_TRUE(status.has_value());
   EXPECT_EQ(status->status, 200);
   EXPECT_EQ(status->body, R"({"consumers":[]})");
-  EXPECT_NE(raw_get(port, "/status").find("Content-Type: application/json\r\n"), std::string::npos);
+  EXPECT_NE(http_get(port, "/status")
+                .value_or(test::HttpResponse{})
+                .headers.find("Content-Type: application/json\r\n"),
+            std::string::npos);
 
   for (const char* path : {"/", "/nope", "/metrics/extra", "/healthz/x"}) {
     auto missing = http_get(port, path);
