@@ -1,4 +1,5 @@
 #include "daemon/metrics/metrics.h"
+
 #include <cstdint>
 #include <optional>
 #include <regex>
