@@ -376,14 +376,14 @@ std::optional<JsonlSource::LogFile> JsonlSource::next_rotated_file() {
 Result<PollOutcome> JsonlSource::poll(Emitter& out, Deadline deadline) {
   out_ = &out;
   for (std::size_t steps = 0;; ++steps) {
-    if (!flush_pending()) return PollOutcome::kMore;
+    if (!flush_pending()) return held_back();
     if (ended_) return PollOutcome::kEnd;
-    if (!out.wants_more()) return PollOutcome::kMore;
+    if (!out.wants_more()) return held_back();
     // Reading the clock per line would cost more than splitting the line.
     if (steps % kStepsPerClockCheck == 0) {
       auto now = Clock::now();
       if (now >= deadline) return PollOutcome::kMore;
-      if (fd_ >= 0 && now - last_stat_ >= options_.poll_interval) refresh_file_size(now);
+      refresh_file_size_when_due(now);
     }
     auto stepped = step();
     if (!stepped) return tl::unexpected(stepped.error());
@@ -680,6 +680,17 @@ bool JsonlSource::flush_pending() {
   pending_.clear();
   pending_head_ = 0;
   return true;
+}
+
+// The consumers are full: nothing is read, but the log may still grow, and head_lsn is what the
+// backlog (lag in bytes) is measured against.
+PollOutcome JsonlSource::held_back() {
+  refresh_file_size_when_due(Clock::now());
+  return PollOutcome::kMore;
+}
+
+void JsonlSource::refresh_file_size_when_due(Clock::time_point now) {
+  if (fd_ >= 0 && now - last_stat_ >= options_.poll_interval) refresh_file_size(now);
 }
 
 void JsonlSource::refresh_file_size(Clock::time_point now) {

@@ -75,6 +75,8 @@ class JsonlSource final : public Source {
   void close_transaction();
   void push(SourceEvent&& event);
   bool flush_pending();
+  PollOutcome held_back();
+  void refresh_file_size_when_due(std::chrono::steady_clock::time_point now);
   void refresh_file_size(std::chrono::steady_clock::time_point now);
   void refresh_head();
   void set_head_lsn(std::uint64_t lsn);

@@ -197,6 +197,24 @@ TEST_F(JsonlSourceTest, ReportsReadAndHeadLsnAndCountsGaps) {
   EXPECT_FALSE(source->connected());
 }
 
+// A consumer that is full does not stop the source from seeing the log grow: head_lsn is what the
+// backlog is measured against while nothing is read.
+TEST_F(JsonlSourceTest, HeadLsnFollowsTheLogWhileTheConsumersAreFull) {
+  test::write_file(path_, change_line(1) + "\n");
+  auto source = make(true, 16 << 20, /*with_metrics=*/true);
+  ASSERT_TRUE(source->start({}));
+  CollectingEmitter out;
+  ASSERT_TRUE(poll_until(*source, out, [&] { return out.events.size() == 1; }));
+  out.limit = out.events.size();
+  std::string backlog;
+  for (std::uint64_t lsn = 2; lsn <= 20; ++lsn) backlog += change_line(lsn) + "\n";
+  test::append_file(path_, backlog);
+  EXPECT_TRUE(poll_until(
+      *source, out, [&] { return metrics_.head_lsn.Value() == 20; }, milliseconds(2000)))
+      << "head_lsn " << metrics_.head_lsn.Value();
+  EXPECT_EQ(summary(out.events), "C1.0");
+}
+
 TEST_F(JsonlSourceTest, LastLineWithoutNewlineIsCompleteWithoutFollow) {
   std::string content = change_line(1) + "\n" + change_line(2);
   auto events = replay(content);
