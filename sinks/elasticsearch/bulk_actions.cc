@@ -11,15 +11,6 @@ namespace cdcd::elasticsearch {
 
 namespace {
 
-// Applies a partial row image to the stored document unless the document already holds a newer
-// version; creates it when absent (scripted upsert). Painless, as Elasticsearch and OpenSearch run
-// it; the test server interprets exactly this text.
-constexpr std::string_view kPartialUpdateScript =
-    "if (ctx._source.containsKey('_cdc_version') && ctx._source._cdc_version > params.version) "
-    "{ ctx.op = 'noop' } else { for (entry in params.doc.entrySet()) "
-    "{ ctx._source[entry.getKey()] = entry.getValue() } ctx._source._cdc_version = params.version "
-    "}";
-
 // Inserts the version field at the front of a JSON object's text ("{...}").
 void append_versioned_object(std::string& out, std::string_view object, std::int64_t version) {
   out += "{\"";
@@ -75,7 +66,7 @@ Status ActionBuilder::check_index_name(std::string_view name) {
 }
 
 void ActionBuilder::append_metadata(std::string& out, std::string_view verb, const Action& action,
-                                    std::optional<std::int64_t> version) const {
+                                    std::int64_t version) {
   out += "{\"";
   out += verb;
   out += "\":{\"_index\":";
@@ -86,16 +77,9 @@ void ActionBuilder::append_metadata(std::string& out, std::string_view verb, con
     out += ",\"routing\":";
     json::append_string(out, action.routing);
   }
-  if (version) {
-    out += ",\"version\":";
-    json::append_integer(out, *version);
-    out += ",\"version_type\":\"external_gte\"";
-  } else {
-    // The update API takes no external version; the script compares versions, and retries a
-    // concurrent modification of the same document itself.
-    out += ",\"retry_on_conflict\":3";
-  }
-  out += "}}\n";
+  out += ",\"version\":";
+  json::append_integer(out, version);
+  out += ",\"version_type\":\"external_gte\"}}\n";
 }
 
 Status ActionBuilder::row_document(const Change& change, std::int64_t version,
@@ -123,16 +107,11 @@ Status ActionBuilder::row_document(const Change& change, std::int64_t version,
     return fail("the change has no new row image");
   }
   if (!change.unchanged_columns.empty()) {
-    // A partial image: the omitted columns keep their stored values (scripted upsert).
-    action.kind = Action::Kind::kUpdate;
-    append_metadata(action.lines, "update", action, std::nullopt);
-    action.lines += "{\"scripted_upsert\":true,\"script\":{\"lang\":\"painless\",\"source\":";
-    json::append_string(action.lines, kPartialUpdateScript);
-    action.lines += ",\"params\":{\"version\":";
-    json::append_integer(action.lines, version);
-    action.lines += ",\"doc\":";
-    action.lines += change.new_row;
-    action.lines += "}},\"upsert\":{}}\n";
+    // A partial image: it is merged into the stored document before it is sent (see
+    // ElasticsearchSink::merge_partial_images).
+    action.kind = Action::Kind::kPartialImage;
+    action.version = version;
+    action.partial_row = change.new_row;
     return ok();
   }
   action.kind = Action::Kind::kIndex;
@@ -229,6 +208,24 @@ Result<std::string> ActionBuilder::truncated_index(const Change& change,
   if (!*rendered) return fail("index template \"" + config_.index.text() + "\" names a row field");
   if (auto legal = check_index_name(index); !legal) return tl::unexpected(legal.error());
   return index;
+}
+
+void ActionBuilder::merge_into(Action& action, const nlohmann::json* stored) {
+  auto document = nlohmann::json::object();
+  if (stored && stored->is_object()) {
+    document = *stored;
+    document.erase(std::string(kVersionField));
+    document.erase("_deleted");  // a partial image is of a live row
+  }
+  auto partial = nlohmann::json::parse(action.partial_row, nullptr, /*allow_exceptions=*/false);
+  if (partial.is_object()) document.update(partial);
+  action.kind = Action::Kind::kIndex;
+  action.lines.clear();
+  append_metadata(action.lines, "index", action, action.version);
+  append_versioned_object(action.lines, document.dump(), action.version);
+  action.lines += '\n';
+  action.partial_row.clear();
+  action.partial_row.shrink_to_fit();
 }
 
 }  // namespace cdcd::elasticsearch

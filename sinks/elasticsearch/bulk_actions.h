@@ -7,19 +7,22 @@
 #include <string_view>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "daemon/core/change.h"
 #include "daemon/core/result.h"
 #include "sinks/elasticsearch/elasticsearch_config.h"
 
 namespace cdcd::elasticsearch {
 
-// The name of the field a partial update's script keeps the document's version in (see
-// docs/sinks/elasticsearch.md, "Partial images").
+// The field every row document keeps its change's lsn in, so that a partial image can be merged
+// into the stored document only when that is older (docs/sinks/elasticsearch.md, "Partial images").
 inline constexpr std::string_view kVersionField = "_cdc_version";
 
 // What one change becomes in a `_bulk` body.
 struct Action {
-  enum class Kind { kIndex, kDelete, kUpdate };
+  // kPartialImage: a row image without its unchanged columns; merge_into() turns it into kIndex.
+  enum class Kind { kIndex, kDelete, kPartialImage };
   std::size_t change = 0;  // index in Batch::changes
   Kind kind = Kind::kIndex;
   std::string index;
@@ -28,6 +31,8 @@ struct Action {
   // The document's identity: two actions with the same one address the same document.
   std::string identity;
   std::string lines;  // action line and, except for deletes, the source line, '\n'-terminated
+  std::int64_t version = 0;  // kPartialImage: the change's version
+  std::string partial_row;   // kPartialImage: the row image's JSON
 };
 
 // A truncate to apply with `truncate: delete_by_query`: every action before it goes first.
@@ -67,13 +72,17 @@ class ActionBuilder {
   Result<std::optional<Action>> build_old_key_removal(const Change& change, std::size_t position,
                                                       std::string_view source) const;
 
+  // Turns a partial image into the index action of the stored document (`stored`, its _source; null
+  // when there is none) with the image's columns set and the image's version.
+  static void merge_into(Action& action, const nlohmann::json* stored);
+
   // The index a truncate of `change` clears.
   Result<std::string> truncated_index(const Change& change, std::string_view source) const;
 
  private:
   Status row_document(const Change& change, std::int64_t version, Action& action) const;
-  void append_metadata(std::string& out, std::string_view verb, const Action& action,
-                       std::optional<std::int64_t> version) const;
+  static void append_metadata(std::string& out, std::string_view verb, const Action& action,
+                              std::int64_t version);
 
   const ElasticsearchConfig& config_;
 };

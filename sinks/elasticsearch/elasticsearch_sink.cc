@@ -155,6 +155,7 @@ DeliveryReport ElasticsearchSink::deliver(const Batch& batch) {
   // Where each document's action is in plan.actions.
   std::unordered_map<std::string, std::size_t> position;
   auto send_plan = [&]() -> Status {
+    if (auto merged = merge_partial_images(plan); !merged) return merged;
     auto sent = send_actions(plan, 0, plan.actions.size());
     plan.actions.clear();
     position.clear();
@@ -168,9 +169,9 @@ DeliveryReport ElasticsearchSink::deliver(const Batch& batch) {
       plan.actions.push_back(std::move(action));
       return ok();
     }
-    if (action.kind == Action::Kind::kUpdate) {
+    if (action.kind == Action::Kind::kPartialImage) {
       // A partial image cannot replace the document's earlier action (it lacks columns that
-      // one sets): the earlier one goes out first.
+      // one sets): the earlier one goes out first, and the image is merged into its result.
       if (auto sent = send_plan(); !sent) return sent;
       position.emplace(action.identity, 0);
       plan.actions.push_back(std::move(action));
@@ -370,38 +371,126 @@ Status ElasticsearchSink::send_actions(Plan& plan, std::size_t first, std::size_
   return ok();
 }
 
-Status ElasticsearchSink::truncate_index(const std::string& index) {
+Result<http::Response> ElasticsearchSink::request_with_retries(const http::Request& request,
+                                                               std::string_view what) {
   Backoff backoff(config_.retry.initial_backoff, config_.retry.max_backoff);
   RetryingMark retrying(retrying_);
-  http::Request request{"POST", "/" + index + "/_delete_by_query?conflicts=proceed&refresh=true",
-                        "{\"query\":{\"match_all\":{}}}", "application/json"};
   while (true) {
     if (stopping_) return fail("elasticsearch sink " + context_.name + " stopped");
     auto response = client_.perform({request}).front();
-    if (response.status == 200 || response.status == 404) {
-      context_.log->info("elasticsearch sink {}: truncate: deleted the documents of index {}",
-                         context_.name, index);
-      return ok();
-    }
     if (response.status == 401 || response.status == 403) {
       unauthorized_ = true;
       return fail("elasticsearch sink " + context_.name +
                   ": authentication failed: " + describe(response));
     }
     if (!response.transport_error && response.status != 429 && response.status < 500) {
-      return fail("elasticsearch sink " + context_.name + ": delete_by_query on " + index +
-                  " refused: " + describe(response));
+      return response;
     }
     metrics_.count_error();
     retrying.mark();
     auto wait = backoff.next();
-    context_.log->warn("elasticsearch sink {}: delete_by_query on {}: {}; retrying in {} ms",
-                       context_.name, index, describe(response), wait.count());
+    context_.log->warn("elasticsearch sink {}: {}: {}; retrying in {} ms", context_.name, what,
+                       describe(response), wait.count());
     if (sleep_unless_stopping(wait)) {
       return fail("elasticsearch sink " + context_.name + " stopped");
     }
     metrics_.count_retry();
   }
+}
+
+Status ElasticsearchSink::truncate_index(const std::string& index) {
+  http::Request request{"POST", "/" + index + "/_delete_by_query?conflicts=proceed&refresh=true",
+                        "{\"query\":{\"match_all\":{}}}", "application/json"};
+  auto response = request_with_retries(request, "delete_by_query on " + index);
+  if (!response) return tl::unexpected(response.error());
+  if (response->status != 200 && response->status != 404) {
+    return fail("elasticsearch sink " + context_.name + ": delete_by_query on " + index +
+                " refused: " + describe(*response));
+  }
+  context_.log->info("elasticsearch sink {}: truncate: deleted the documents of index {}",
+                     context_.name, index);
+  return ok();
+}
+
+// Partial images (PostgreSQL's unchanged TOAST columns) are merged into the documents as stored,
+// read with a realtime _mget, and sent as whole documents with the image's version: the external
+// version then fences them like every other write, and a document whose stored version is newer
+// makes the image superseded. (A scripted update would advance the document's internal version
+// past the lsn, and a later write of the same lsn would be refused as superseded.) Nothing else
+// writes a document between the read and the write: the plan holds one action per document.
+Status ElasticsearchSink::merge_partial_images(Plan& plan) {
+  std::vector<std::size_t> partial;
+  for (std::size_t i = 0; i < plan.actions.size(); ++i) {
+    if (plan.actions[i].kind == Action::Kind::kPartialImage) partial.push_back(i);
+  }
+  if (partial.empty()) return ok();
+  std::vector<bool> dropped(plan.actions.size(), false);
+  for (std::size_t first = 0; first < partial.size(); first += config_.bulk.max_actions) {
+    const std::size_t last = std::min(partial.size(), first + config_.bulk.max_actions);
+    auto request = nlohmann::json{{"docs", nlohmann::json::array()}};
+    for (std::size_t k = first; k < last; ++k) {
+      const Action& action = plan.actions[partial[k]];
+      auto doc = nlohmann::json{{"_index", action.index}, {"_id", action.id}};
+      if (!action.routing.empty()) doc["routing"] = action.routing;
+      request["docs"].push_back(std::move(doc));
+    }
+    auto response =
+        request_with_retries(http::Request{"POST", "/_mget", request.dump(), "application/json"},
+                             "reading documents to merge partial images into");
+    if (!response) return tl::unexpected(response.error());
+    auto body = nlohmann::json::parse(response->body, nullptr, /*allow_exceptions=*/false);
+    if (response->status != 200 || !body.is_object() || !body.contains("docs") ||
+        !body["docs"].is_array() || body["docs"].size() != last - first) {
+      return fail("elasticsearch sink " + context_.name +
+                  ": _mget refused or not understood: " + describe(*response));
+    }
+    for (std::size_t k = first; k < last; ++k) {
+      Action& action = plan.actions[partial[k]];
+      const auto& doc = body["docs"][k - first];
+      if (auto why = merge_stored(action, doc)) {
+        dropped[partial[k]] = true;
+        if (!why->empty()) {
+          metrics_.count(Outcome::kRejected);
+          plan.rejected.push_back({action.change, std::move(*why)});
+        }
+      }
+    }
+  }
+  std::vector<Action> kept;
+  kept.reserve(plan.actions.size());
+  for (std::size_t i = 0; i < plan.actions.size(); ++i) {
+    if (!dropped[i]) kept.push_back(std::move(plan.actions[i]));
+  }
+  plan.actions = std::move(kept);
+  return ok();
+}
+
+// nullopt: `action` is now the merged document's write; otherwise it is dropped, superseded (an
+// empty reason) or rejected with the reason.
+std::optional<std::string> ElasticsearchSink::merge_stored(Action& action,
+                                                           const nlohmann::json& doc) {
+  if (doc.contains("error")) {
+    const auto& error = doc["error"];
+    if (error.is_object() && error.value("type", "") == "index_not_found_exception") {
+      ActionBuilder::merge_into(action, nullptr);
+      return std::nullopt;
+    }
+    return "elasticsearch could not read document \"" + action.id + "\" of index \"" +
+           action.index + "\" to merge a partial image into: " + error.dump();
+  }
+  if (!doc.value("found", false)) {
+    ActionBuilder::merge_into(action, nullptr);
+    return std::nullopt;
+  }
+  const auto& stored = doc.contains("_source") ? doc["_source"] : nlohmann::json();
+  auto version = stored.is_object() ? stored.find(std::string(kVersionField)) : stored.end();
+  if (version != stored.end() && version->is_number_integer() &&
+      version->get<std::int64_t>() > action.version) {
+    metrics_.count(Outcome::kSuperseded);
+    return std::string();
+  }
+  ActionBuilder::merge_into(action, &stored);
+  return std::nullopt;
 }
 
 Status ElasticsearchSink::flush(Deadline deadline) {

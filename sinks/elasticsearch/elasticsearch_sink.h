@@ -6,7 +6,10 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
+
+#include <nlohmann/json_fwd.hpp>
 
 #include "daemon/http/http_client.h"
 #include "daemon/plugin/registry.h"
@@ -49,6 +52,11 @@ class ElasticsearchSink final : public Sink {
   DeliveryReport deliver(const Batch& batch);
   Status send_actions(Plan& plan, std::size_t first, std::size_t last);
   Status truncate_index(const std::string& index);
+  Status merge_partial_images(Plan& plan);
+  std::optional<std::string> merge_stored(Action& action, const nlohmann::json& doc);
+  // Sends `request` until it gets an answer that is neither a transport error, a 429 nor a 5xx
+  // (with backoff), and returns that answer; fails on 401/403 and when the sink stops.
+  Result<http::Response> request_with_retries(const http::Request& request, std::string_view what);
   void warn_about_gc_deletes();
   // Sleeps unless stop() comes first; returns whether the sink is stopping.
   bool sleep_unless_stopping(std::chrono::milliseconds wait);

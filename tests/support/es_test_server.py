@@ -8,8 +8,8 @@ than guessing:
 - GET /                            cluster info (version.number; version.distribution for OpenSearch)
 - POST /_bulk, POST /{index}/_bulk  NDJSON action/source pairs, final newline required; per-item
                                    results; "errors": true when an item failed; index, create,
-                                   delete, update (doc, doc_as_upsert, upsert, and the sink's
-                                   painless partial-update script, interpreted strictly)
+                                   delete, update (doc, doc_as_upsert, upsert; no scripts)
+- GET/POST /_mget                  realtime reads of documents by _index, _id and routing
 - versioning                       internal, external (conflict when provided <= current) and
                                    external_gte (conflict when provided < current); deletes leave a
                                    versioned tombstone for index.gc_deletes (default 60s)
@@ -56,15 +56,6 @@ KNOWN_METADATA = {
     "require_data_stream", "list_executed_pipelines",
 }
 INDEX_NAME_FORBIDDEN = set('\\/*?"<>| ,#:')
-
-# The partial-update script the sink sends, as the grammar this server accepts: exactly these
-# statements, with any field and parameter names.
-SCRIPT_RE = re.compile(
-    r"^if \(ctx\._source\.containsKey\('(?P<f1>\w+)'\) && ctx\._source\.(?P<f2>\w+) > "
-    r"params\.(?P<p1>\w+)\) \{ ctx\.op = 'noop' \} else \{ for \((?P<v1>\w+) in "
-    r"params\.(?P<p2>\w+)\.entrySet\(\)\) \{ ctx\._source\[(?P<v2>\w+)\.getKey\(\)\] = "
-    r"(?P<v3>\w+)\.getValue\(\) \} ctx\._source\.(?P<f3>\w+) = params\.(?P<p3>\w+) \}$")
-
 
 def error_body(status, etype, reason, **extra):
     cause = {"type": etype, "reason": reason}
@@ -193,8 +184,9 @@ class State:
         self.auto_create = True
         self.max_content_length = 100 * 1024 * 1024
         self.delay_ms = 0
-        self.counters = {"requests": 0, "bulk_requests": 0, "items": 0, "item_failures": 0,
-                         "bytes": 0, "wire_bytes": 0, "failures_by_status": {}}
+        self.counters = {"requests": 0, "bulk_requests": 0, "mget_requests": 0, "items": 0,
+                         "item_failures": 0, "bytes": 0, "wire_bytes": 0,
+                         "failures_by_status": {}}
 
     def snapshot(self):
         indices = {}
@@ -223,38 +215,6 @@ class BulkItemError(Exception):
         super().__init__(error.get("reason"))
         self.status = status
         self.error = error
-
-
-def run_partial_script(script, params, source):
-    """Interprets the sink's partial-update script; returns (new source, noop)."""
-    if not isinstance(script, dict) or script.get("lang", "painless") != "painless":
-        raise BulkItemError(400, item_error("illegal_argument_exception",
-                                            "only painless scripts are supported here"))
-    text = script.get("source")
-    match = SCRIPT_RE.match(text or "")
-    if (not match or match["f1"] != match["f2"] or match["f2"] != match["f3"]
-            or match["p1"] != match["p3"] or not (match["v1"] == match["v2"] == match["v3"])):
-        raise BulkItemError(400, item_error(
-            "script_exception", "compile error",
-            script=text, lang="painless",
-            caused_by={"type": "illegal_argument_exception",
-                       "reason": "this test server interprets only the sink's partial-update "
-                                 "script"}))
-    field, version_param, doc_param = match["f1"], match["p1"], match["p2"]
-    if version_param not in params or doc_param not in params:
-        raise BulkItemError(400, item_error("script_exception", "runtime error",
-                                            caused_by={"type": "null_pointer_exception",
-                                                       "reason": "missing script parameter"}))
-    if not isinstance(params[doc_param], dict):
-        raise BulkItemError(400, item_error("script_exception", "runtime error",
-                                            caused_by={"type": "class_cast_exception",
-                                                       "reason": "params.doc is not a map"}))
-    if field in source and source[field] > params[version_param]:
-        return source, True
-    updated = dict(source)
-    updated.update(params[doc_param])
-    updated[field] = params[version_param]
-    return updated, False
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -345,6 +305,8 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_json(200, self.server.info)
         if parts and parts[-1] == "_bulk" and len(parts) <= 2 and method in ("POST", "PUT"):
             return self.bulk(parts[0] if len(parts) == 2 else None, query, body)
+        if parts == ["_mget"] and method in ("GET", "POST"):
+            return self.mget(body)
         if len(parts) == 2 and parts[1] == "_settings" and method == "GET":
             return self.get_settings(parts[0], query)
         if len(parts) == 3 and parts[1] == "_settings" and method == "GET":
@@ -412,6 +374,43 @@ class Handler(BaseHTTPRequestHandler):
                     state.delay_ms = int(faults["delay_ms"])
             return self.send_json(200, {"ok": True})
         return self.send_json(404, {"error": "unknown control endpoint"})
+
+    # -- multi get ---------------------------------------------------------------------------
+    def mget(self, body):
+        """GET/POST /_mget with {"docs": [{"_index", "_id", "routing"?}]}: realtime reads."""
+        try:
+            request = json.loads(body or b"{}")
+        except ValueError as exc:
+            return self.send_json(400, error_body(400, "parse_exception", str(exc)))
+        docs = request.get("docs") if isinstance(request, dict) else None
+        if not isinstance(docs, list) or not docs:
+            return self.send_json(400, error_body(
+                400, "action_request_validation_exception",
+                "Validation Failed: 1: no documents to get;"))
+        state = self.server.state
+        out = []
+        with state.lock:
+            state.counters["mget_requests"] += 1
+            for doc in docs:
+                unknown = set(doc) - {"_index", "_id", "routing", "_source"}
+                if unknown or "_index" not in doc or "_id" not in doc:
+                    return self.send_json(400, error_body(
+                        400, "action_request_validation_exception",
+                        f"Validation Failed: 1: bad mget doc {doc};"))
+                name, doc_id = doc["_index"], str(doc["_id"])
+                index = state.indices.get(name)
+                if index is None:
+                    out.append({"_index": name, "_id": doc_id,
+                                "error": self.no_such_index(name)["error"]})
+                    continue
+                stored = index.docs.get((doc.get("routing"), doc_id))
+                if stored is None:
+                    out.append({"_index": name, "_id": doc_id, "found": False})
+                    continue
+                out.append({"_index": name, "_id": doc_id, "_version": stored["version"],
+                            "_seq_no": 0, "_primary_term": 1, "found": True,
+                            "_source": stored["source"]})
+        return self.send_json(200, {"docs": out})
 
     # -- index admin ------------------------------------------------------------------------
     def create_index(self, name, body):
@@ -725,31 +724,9 @@ class Handler(BaseHTTPRequestHandler):
                 f"[1:2] [UpdateRequest] unknown field [{sorted(unknown)[0]}]"))
         existing = index.docs.get(key)
         if "script" in source:
-            script = source["script"]
-            params = script.get("params", {}) if isinstance(script, dict) else {}
-            if existing is None:
-                if "upsert" not in source:
-                    raise BulkItemError(404, item_error(
-                        "document_missing_exception", f"[{doc_id}]: document missing",
-                        index=index_name, shard="0"))
-                if not source.get("scripted_upsert"):
-                    new_source, noop = source["upsert"], False
-                else:
-                    new_source, noop = run_partial_script(script, params, dict(source["upsert"]))
-                if noop:
-                    out = dict(base)
-                    out.update({"_version": 0, "result": "noop", "status": 200})
-                    return out
-                new_version = 1
-            else:
-                new_source, noop = run_partial_script(script, params, existing["source"])
-                if noop:
-                    out = dict(base)
-                    out.update({"_version": existing["version"], "result": "noop",
-                                "status": 200})
-                    return out
-                new_version = existing["version"] + 1
-        elif "doc" in source:
+            raise BulkItemError(400, item_error(
+                "illegal_argument_exception", "this test server runs no scripts"))
+        if "doc" in source:
             if existing is None:
                 if source.get("doc_as_upsert"):
                     new_source = source["doc"]
