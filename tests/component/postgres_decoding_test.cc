@@ -6,41 +6,18 @@
 #include <vector>
 
 #include <gtest/gtest.h>
-#include <spdlog/sinks/null_sink.h>
-#include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
 
 #include "daemon/format/format.h"
 #include "sources/postgres/postgres_source.h"
-#include "tests/support/postgres_server.h"
+#include "tests/support/postgres_source_fixture.h"
 
 namespace cdcd::postgres {
 namespace {
 
 using nlohmann::json;
-using test::PostgresServer;
-using Clock = std::chrono::steady_clock;
 
-class RecordingEmitter : public Emitter {
- public:
-  void emit(SourceEvent&& event) override {
-    if (auto* change = std::get_if<Change>(&event)) changes.push_back(std::move(*change));
-    if (std::holds_alternative<TransactionEnd>(event)) ++transactions;
-  }
-  bool wants_more() const override { return true; }
-
-  // Changes of one table, in order.
-  std::vector<Change> of(const std::string& entity) const {
-    std::vector<Change> out;
-    for (const auto& change : changes) {
-      if (change.entity == entity) out.push_back(change);
-    }
-    return out;
-  }
-
-  std::vector<Change> changes;
-  std::size_t transactions = 0;
-};
+using test::RecordingEmitter;
 
 json parse(const std::string& text) { return text.empty() ? json() : json::parse(text); }
 
@@ -55,71 +32,10 @@ std::vector<std::string> native_lines(const std::vector<Change>& changes) {
   return lines;
 }
 
-class PostgresDecodingTest : public ::testing::Test {
+class PostgresDecodingTest : public test::PostgresSourceFixture {
  protected:
-  static void SetUpTestSuite() {
-    server_ =
-        new PostgresServer(test::PostgresServerOptions{"logical", {"wal_sender_timeout = 5s"}});
-  }
-  static void TearDownTestSuite() {
-    delete server_;
-    server_ = nullptr;
-  }
-
-  void SetUp() override {
-    db_ = server_->create_database();
-    logger_ =
-        std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::null_sink_mt>());
-  }
-  void TearDown() override {
-    sources_.clear();
-    server_->drop_database(db_);
-  }
-
-  PostgresSourceOptions options(const std::string& slot) {
-    PostgresSourceOptions options;
-    options.dsn = server_->dsn(db_);
-    options.slot = slot;
-    options.publication = "pub";
-    options.status_interval = std::chrono::milliseconds(100);
-    options.heartbeat = std::chrono::milliseconds(0);
-    return options;
-  }
-
-  PostgresSource& start_source(PostgresSourceOptions options) {
-    sources_.push_back(std::make_unique<PostgresSource>(std::move(options),
-                                                        SourceContext{"pg", logger_, nullptr, {}}));
-    auto started = sources_.back()->start(StartPosition{});
-    EXPECT_TRUE(started.has_value()) << (started ? "" : started.error().message);
-    return *sources_.back();
-  }
-
-  // Polls until `transactions` transaction ends arrived; fails the test on an error or timeout.
-  bool read_transactions(Source& source, RecordingEmitter& out, std::size_t transactions) {
-    auto give_up = Clock::now() + std::chrono::seconds(30);
-    while (out.transactions < transactions) {
-      if (Clock::now() > give_up) {
-        ADD_FAILURE() << "timed out after " << out.transactions << " transactions";
-        return false;
-      }
-      auto polled = source.poll(out, Clock::now() + std::chrono::milliseconds(50));
-      if (!polled) {
-        ADD_FAILURE() << polled.error().message;
-        return false;
-      }
-    }
-    return true;
-  }
-
-  void sql(const std::string& statement) { server_->execute(statement, db_); }
-
-  static PostgresServer* server_;
-  std::string db_;
-  std::shared_ptr<spdlog::logger> logger_;
-  std::vector<std::unique_ptr<PostgresSource>> sources_;
+  static void SetUpTestSuite() { start_server({"wal_sender_timeout = 5s"}); }
 };
-
-PostgresServer* PostgresDecodingTest::server_ = nullptr;
 
 // Issue 9, items 7-9: one workload, read by one slot while it runs and by a second slot after
 // the domain, the enum and two tables are dropped and a primary key was added.
@@ -161,10 +77,10 @@ TEST_F(PostgresDecodingTest, ALateSlotAfterDdlGivesTheSameChanges) {
   RecordingEmitter late;
   ASSERT_TRUE(read_transactions(late_source, late, workload.size()));
 
-  EXPECT_EQ(native_lines(late.changes), native_lines(on_time.changes));
+  EXPECT_EQ(native_lines(late.changes()), native_lines(on_time.changes()));
 
   // And what they are: types not built in are their text form, built-in arrays JSON arrays.
-  auto typed = on_time.of("public.typed");
+  auto typed = on_time.changes_of("public.typed");
   ASSERT_EQ(typed.size(), 3u);
   EXPECT_EQ(parse(typed[0].new_row),
             json::parse(R"({"id":1,"d":"3","da":"{42}","e":"happy","ea":"{sad,happy}"})"));
@@ -174,16 +90,16 @@ TEST_F(PostgresDecodingTest, ALateSlotAfterDdlGivesTheSameChanges) {
   EXPECT_EQ(parse(typed[1].old_row), json({{"id", 1}}));
   EXPECT_EQ(typed[2].old_key, "");
   // REPLICA IDENTITY FULL: every column is the key, with or without a primary key.
-  auto nokey = on_time.of("public.full_nokey");
+  auto nokey = on_time.changes_of("public.full_nokey");
   ASSERT_EQ(nokey.size(), 4u);
   EXPECT_EQ(parse(nokey[2].key), json({{"a", 1}, {"b", "z"}}));
   EXPECT_EQ(parse(nokey[2].old_key), json({{"a", 1}, {"b", "x"}}));
   EXPECT_EQ(parse(nokey[3].key), json({{"a", 2}, {"b", "y"}}));
-  auto full_pk = on_time.of("public.full_pk");
+  auto full_pk = on_time.changes_of("public.full_pk");
   ASSERT_EQ(full_pk.size(), 2u);
   EXPECT_EQ(parse(full_pk[0].key), json({{"id", 1}, {"v", "x"}}));
   EXPECT_EQ(parse(full_pk[1].old_key), json({{"id", 1}, {"v", "x"}}));
-  auto arrays = on_time.of("public.arrays");
+  auto arrays = on_time.changes_of("public.arrays");
   ASSERT_EQ(arrays.size(), 1u);
   EXPECT_EQ(parse(arrays[0].new_row), json::parse(R"x({"id":1,"ip":["10.0.0.1/8",null],
       "pt":["(1,2)"],"m":["$1.50"],"r":["[1,5)","empty"],
@@ -198,13 +114,14 @@ TEST_F(PostgresDecodingTest, ALateSlotAfterDdlGivesTheSameChanges) {
 TEST_F(PostgresDecodingTest, UnchangedToastValueStaysInTheKey) {
   sql("CREATE TABLE docs (id int, body text, n int); ALTER TABLE docs REPLICA IDENTITY FULL;"
       "ALTER TABLE docs ALTER COLUMN body SET STORAGE EXTERNAL");
-  auto& source = start_source(options("slot_" + db_));
+  auto& source = start_source(options());
   sql("INSERT INTO docs SELECT 1, string_agg(md5(i::text), ''), 0 FROM generate_series(1, 640) i");
   sql("UPDATE docs SET n = 1");
   RecordingEmitter out;
   ASSERT_TRUE(read_transactions(source, out, 2));
-  ASSERT_EQ(out.changes.size(), 2u);
-  const Change& update = out.changes[1];
+  ASSERT_EQ(out.changes().size(), 2u);
+  const auto changes = out.changes();
+  const Change& update = changes[1];
   EXPECT_EQ(update.unchanged_columns, std::vector<std::string>{"body"});
   json key = parse(update.key);
   json old_key = parse(update.old_key);
@@ -212,7 +129,7 @@ TEST_F(PostgresDecodingTest, UnchangedToastValueStaysInTheKey) {
   EXPECT_EQ(key["n"], 1);
   EXPECT_EQ(old_key["body"], key["body"]);
   EXPECT_EQ(old_key["n"], 0);
-  EXPECT_EQ(parse(out.changes[0].key), old_key);
+  EXPECT_EQ(parse(changes[0].key), old_key);
 }
 
 // Snapshot rows map types and keys as the stream does: a row read by the initial snapshot and the
@@ -224,16 +141,17 @@ TEST_F(PostgresDecodingTest, SnapshotRowsLookLikeStreamedRows) {
       "ALTER TABLE t REPLICA IDENTITY FULL;"
       "INSERT INTO t VALUES (1, 3, '{4}', '{10.0.0.1}', '[0:0]={5}', '{\"2024-02-29 "
       "13:14:15+00\"}')");
-  auto opts = options("slot_" + db_);
+  auto opts = options();
   opts.initial_snapshot = true;
   auto& source = start_source(opts);
   RecordingEmitter out;
   ASSERT_TRUE(read_transactions(source, out, 1));
   sql("DELETE FROM t");
   ASSERT_TRUE(read_transactions(source, out, 2));
-  ASSERT_EQ(out.changes.size(), 2u);
-  const Change& read = out.changes[0];
-  const Change& removed = out.changes[1];
+  ASSERT_EQ(out.changes().size(), 2u);
+  const auto changes = out.changes();
+  const Change& read = changes[0];
+  const Change& removed = changes[1];
   ASSERT_EQ(read.operation, Operation::kRead);
   EXPECT_EQ(read.new_row, removed.old_row);
   EXPECT_EQ(read.key, removed.key);

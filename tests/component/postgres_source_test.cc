@@ -9,8 +9,6 @@
 #include <prometheus/counter.h>
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
-#include <spdlog/sinks/null_sink.h>
-#include <spdlog/spdlog.h>
 #include <yaml-cpp/yaml.h>
 #include <nlohmann/json.hpp>
 
@@ -20,6 +18,7 @@
 #include "sources/postgres/pg_connection.h"
 #include "sources/postgres/postgres_source.h"
 #include "tests/support/postgres_server.h"
+#include "tests/support/postgres_source_fixture.h"
 
 namespace cdcd {
 void register_source_postgres(PluginRegistry& registry);
@@ -33,110 +32,16 @@ using test::PgSession;
 using test::PostgresServer;
 using Clock = std::chrono::steady_clock;
 
-class RecordingEmitter : public Emitter {
- public:
-  void emit(SourceEvent&& event) override { events.push_back(std::move(event)); }
-  bool wants_more() const override { return !room || events.size() < *room; }
-
-  std::vector<Change> changes() const {
-    std::vector<Change> out;
-    for (const auto& event : events) {
-      if (const auto* change = std::get_if<Change>(&event)) out.push_back(*change);
-    }
-    return out;
-  }
-  std::vector<TransactionEnd> ends() const {
-    std::vector<TransactionEnd> out;
-    for (const auto& event : events) {
-      if (const auto* end = std::get_if<TransactionEnd>(&event)) out.push_back(*end);
-    }
-    return out;
-  }
-  // Changes of entity `entity` only.
-  std::vector<Change> changes_of(const std::string& entity) const {
-    std::vector<Change> out;
-    for (auto& change : changes()) {
-      if (change.entity == entity) out.push_back(change);
-    }
-    return out;
-  }
-
-  std::vector<SourceEvent> events;
-  std::optional<std::size_t> room;  // wants_more() turns false at this many events
-};
+using test::RecordingEmitter;
 
 json parse(const std::string& text) { return text.empty() ? json() : json::parse(text); }
 
-class PostgresSourceTest : public ::testing::Test {
+class PostgresSourceTest : public test::PostgresSourceFixture {
  protected:
   static void SetUpTestSuite() {
-    server_ = new PostgresServer(test::PostgresServerOptions{
-        "logical", {"wal_sender_timeout = 3s", "max_wal_size = 256MB"}});
-  }
-  static void TearDownTestSuite() {
-    delete server_;
-    server_ = nullptr;
+    start_server({"wal_sender_timeout = 3s", "max_wal_size = 256MB"});
   }
 
-  void SetUp() override {
-    db_ = server_->create_database();
-    logger_ =
-        std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::null_sink_mt>());
-  }
-  void TearDown() override {
-    sources_.clear();
-    server_->drop_database(db_);
-  }
-
-  PostgresSourceOptions options() {
-    PostgresSourceOptions options;
-    options.dsn = server_->dsn(db_);
-    options.slot = "slot_" + db_;
-    options.publication = "pub";
-    options.status_interval = std::chrono::milliseconds(100);
-    options.heartbeat = std::chrono::milliseconds(0);
-    options.slot_busy_grace = std::chrono::milliseconds(1000);
-    return options;
-  }
-
-  PostgresSource& make_source(PostgresSourceOptions options,
-                              std::shared_ptr<prometheus::Registry> registry = nullptr,
-                              SourceMetrics metrics = {}) {
-    SourceContext context{"pg", logger_, std::move(registry), metrics};
-    sources_.push_back(std::make_unique<PostgresSource>(std::move(options), context));
-    return *sources_.back();
-  }
-
-  PostgresSource& start_source(PostgresSourceOptions options, std::uint64_t first_lsn = 0) {
-    PostgresSource& source = make_source(std::move(options));
-    StartPosition from;
-    from.first_lsn = first_lsn;
-    auto started = source.start(from);
-    EXPECT_TRUE(started.has_value()) << (started ? "" : started.error().message);
-    return source;
-  }
-
-  // Polls until `done` holds; fails the test on a permanent error or after `timeout`.
-  bool poll_until(Source& source, RecordingEmitter& out, const std::function<bool()>& done,
-                  std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
-    auto give_up = Clock::now() + timeout;
-    while (Clock::now() < give_up) {
-      auto polled = source.poll(out, Clock::now() + std::chrono::milliseconds(50));
-      if (!polled && !polled.error().retryable) {
-        ADD_FAILURE() << "permanent error: " << polled.error().message;
-        return false;
-      }
-      if (!polled) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      if (done()) return true;
-    }
-    ADD_FAILURE() << "timed out polling the source";
-    return false;
-  }
-
-  void sql(const std::string& statement) { server_->execute(statement, db_); }
-  std::optional<std::string> value(const std::string& statement) {
-    return server_->query_value(statement, db_);
-  }
   std::uint64_t confirmed_flush() {
     auto lsn = value(
         "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'slot_" +
@@ -144,14 +49,7 @@ class PostgresSourceTest : public ::testing::Test {
     return lsn ? parse_lsn(*lsn).value_or(0) : 0;
   }
   std::size_t count_changes(const RecordingEmitter& out) { return out.changes().size(); }
-
-  static PostgresServer* server_;
-  std::string db_;
-  std::shared_ptr<spdlog::logger> logger_;
-  std::vector<std::unique_ptr<PostgresSource>> sources_;
 };
-
-PostgresServer* PostgresSourceTest::server_ = nullptr;
 
 TEST_F(PostgresSourceTest, EveryCommonTypeBecomesTypedJson) {
   sql("CREATE TYPE mood AS ENUM ('sad', 'happy');"
