@@ -243,7 +243,25 @@ Status FileCheckpointStore::sync_dir() const {
   return ok();
 }
 
+namespace {
+
+// file:///var/lib/cdcd/checkpoints: the directory, an absolute path (no host).
+Result<YAML::Node> options_from_file_url(const std::string& url) {
+  const std::string_view prefix = "file://";
+  std::string dir = url.substr(prefix.size());
+  if (dir.empty() || dir.front() != '/') {
+    return fail("expected file:///ABSOLUTE/DIRECTORY (three slashes, no host), got \"" + url +
+                "\"");
+  }
+  YAML::Node options;
+  options["dir"] = dir;
+  return options;
+}
+
+}  // namespace
+
 void register_checkpoint_file(PluginRegistry& registry) {
+  registry.add_checkpoint_store_scheme("file", "file", options_from_file_url);
   registry.add_checkpoint_store(
       "file",
       [](config::Node& options,

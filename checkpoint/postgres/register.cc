@@ -32,10 +32,19 @@ std::unique_ptr<CheckpointStore> make_postgres_checkpoint_store(
   return std::make_unique<postgres::PostgresCheckpointStore>(std::move(parsed), context);
 }
 
+// postgres://USER@HOST/DB?sslmode=...: libpq takes the URI as the connection string.
+Result<YAML::Node> options_from_postgres_url(const std::string& url) {
+  YAML::Node options;
+  options["dsn"] = url;
+  return options;
+}
+
 }  // namespace
 
 void register_checkpoint_postgres(PluginRegistry& registry) {
   registry.add_checkpoint_store("postgres", make_postgres_checkpoint_store);
+  registry.add_checkpoint_store_scheme("postgres", "postgres", options_from_postgres_url);
+  registry.add_checkpoint_store_scheme("postgresql", "postgres", options_from_postgres_url);
 }
 
 }  // namespace cdcd

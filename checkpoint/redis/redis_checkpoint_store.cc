@@ -220,7 +220,30 @@ Status RedisCheckpointStore::remove(const std::string& consumer) {
 
 }  // namespace redis
 
+namespace {
+
+// redis://[:PASSWORD@]HOST:PORT/DB?key=PREFIX (or rediss://): the connection URL, and the prefix
+// of the store's keys from `key`, the only query parameter.
+Result<YAML::Node> options_from_redis_url(const std::string& url) {
+  YAML::Node options;
+  auto query = url.find('?');
+  options["url"] = url.substr(0, query);
+  if (query == std::string::npos) return options;
+  const std::string parameter = url.substr(query + 1);
+  if (parameter.rfind("key=", 0) != 0 || parameter.size() == 4 ||
+      parameter.find('&') != std::string::npos) {
+    return fail("the only query parameter of a redis checkpoint store URL is key=PREFIX, got \"?" +
+                parameter + "\"");
+  }
+  options["key_prefix"] = parameter.substr(4);
+  return options;
+}
+
+}  // namespace
+
 void register_checkpoint_redis(PluginRegistry& registry) {
+  registry.add_checkpoint_store_scheme("redis", "redis", options_from_redis_url);
+  registry.add_checkpoint_store_scheme("rediss", "redis", options_from_redis_url);
   registry.add_checkpoint_store(
       "redis",
       [](config::Node& options,

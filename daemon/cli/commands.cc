@@ -78,14 +78,27 @@ std::int64_t now_us() {
       .count();
 }
 
-std::optional<nlohmann::json> offline_status(OfflineConfig& offline) {
-  if (auto started = offline.config.checkpoints.store->start(); !started) {
-    std::fprintf(stderr, "checkpoint store: %s\n", started.error().message.c_str());
-    return std::nullopt;
+// Opens every checkpoint store of the config; false (after saying why) when one cannot be.
+bool start_checkpoint_stores(DaemonConfig& config) {
+  for (auto& instance : config.checkpoint_stores) {
+    if (auto started = instance.store->start(); !started) {
+      std::fprintf(stderr, "checkpoint store %s: %s\n", instance.name.c_str(),
+                   started.error().message.c_str());
+      return false;
+    }
   }
+  return true;
+}
+
+CheckpointStore& store_of(OfflineConfig& offline, const std::string& consumer) {
+  return *checkpoint_store_of(offline.config, *find_consumer(offline.config, consumer)).store;
+}
+
+std::optional<nlohmann::json> offline_status(OfflineConfig& offline) {
+  if (!start_checkpoint_stores(offline.config)) return std::nullopt;
   std::vector<ConsumerStatus> statuses;
   for (const auto& consumer : offline.config.consumers) {
-    auto checkpoint = offline.config.checkpoints.store->load(consumer.name);
+    auto checkpoint = checkpoint_store_of(offline.config, consumer).store->load(consumer.name);
     if (!checkpoint) {
       std::fprintf(stderr, "consumer %s: %s\n", consumer.name.c_str(),
                    checkpoint.error().message.c_str());
@@ -213,7 +226,7 @@ Result<std::optional<std::uint64_t>> lowest_checkpoint(OfflineConfig& offline,
                                                        const std::string& source) {
   std::optional<std::uint64_t> lowest;
   for (const auto& name : consumers_of_source(offline.config, source)) {
-    auto checkpoint = offline.config.checkpoints.store->load(name);
+    auto checkpoint = store_of(offline, name).load(name);
     if (!checkpoint) return tl::unexpected(checkpoint.error());
     if (*checkpoint && (!lowest || (*checkpoint)->lsn < *lowest)) lowest = (*checkpoint)->lsn;
   }
@@ -234,8 +247,7 @@ std::unique_ptr<OfflineConfig> open_for_checkpoint(const CheckpointCommand& comm
     *code = kExitUsage;
     return nullptr;
   }
-  if (auto started = offline->config.checkpoints.store->start(); !started) {
-    std::fprintf(stderr, "checkpoint store: %s\n", started.error().message.c_str());
+  if (!start_checkpoint_stores(offline->config)) {
     *code = kExitRuntimeFailure;
     return nullptr;
   }
@@ -271,7 +283,7 @@ int command_checkpoint_show(const CheckpointCommand& command, const PluginRegist
   int code = kExitOk;
   auto offline = open_for_checkpoint(command, registry, &code);
   if (!offline) return code;
-  auto checkpoint = offline->config.checkpoints.store->load(command.consumer);
+  auto checkpoint = store_of(*offline, command.consumer).load(command.consumer);
   if (!checkpoint) {
     std::fprintf(stderr, "%s\n", checkpoint.error().message.c_str());
     return kExitRuntimeFailure;
@@ -293,7 +305,7 @@ int command_checkpoint_reset(const CheckpointCommand& command, const PluginRegis
   std::vector<std::string> names{consumer.name};
   if (command.all_consumers) names = consumers_of_source(offline->config, consumer.source);
   for (const auto& name : names) {
-    if (auto removed = offline->config.checkpoints.store->remove(name); !removed) {
+    if (auto removed = store_of(*offline, name).remove(name); !removed) {
       std::fprintf(stderr, "%s\n", removed.error().message.c_str());
       return kExitRuntimeFailure;
     }
@@ -306,7 +318,7 @@ int command_checkpoint_set(const CheckpointCommand& command, const PluginRegistr
   int code = kExitOk;
   auto offline = open_for_checkpoint(command, registry, &code);
   if (!offline) return code;
-  auto& store = *offline->config.checkpoints.store;
+  auto& store = store_of(*offline, command.consumer);
   const auto& consumer = *find_consumer(offline->config, command.consumer);
   if (!source_of(offline->config, consumer)->can_rewind()) {
     if (!command.lsn) {

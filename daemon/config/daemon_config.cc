@@ -34,7 +34,7 @@ constexpr std::int64_t kMaxInFlight = 1024;
 constexpr std::uint64_t kMinQueueBytes = 64 << 10;
 constexpr std::int64_t kMaxLsn = std::numeric_limits<std::int64_t>::max();
 
-const std::vector<std::string> kTopLevelRequired = {"sources", "sinks", "checkpoints", "consumers"};
+const std::vector<std::string> kTopLevelRequired = {"sources", "sinks", "consumers"};
 const std::vector<std::string> kLogLevels = {"trace", "debug",    "info", "warn",
                                              "error", "critical", "off"};
 
@@ -274,22 +274,104 @@ class Parser {
     }
   }
 
+  // The top-level store: optional when every consumer names its own.
   void parse_checkpoints(Node& root) {
-    Node node = root.child("checkpoints", true);
-    if (!node.defined() || !node.expect_map()) return;
+    Node node = root.child("checkpoints");
+    if (!node.defined()) return;
+    // Declared: a consumer without its own store uses it (its problems are reported here).
+    has_top_level_store_ = true;
+    if (!node.expect_map()) return;
+    if (auto store = store_from_map(node, "checkpoints")) {
+      default_interval_ = store->interval;
+      config_.checkpoint_stores.push_back(std::move(*store));
+    }
+  }
+
+  // `{type: T, interval: D, ...the store's options}`, as the top-level `checkpoints`.
+  std::optional<CheckpointStoreInstance> store_from_map(Node& node, const std::string& name) {
+    CheckpointStoreInstance instance;
+    instance.name = name;
+    instance.interval = default_interval_;
     auto type = plugin_type(node, "checkpoint store", registry_.checkpoint_store_types());
     if (auto interval = node.duration("interval")) {
       if (interval->count() == 0) {
         node.error_at("interval", "must be greater than 0");
       } else {
-        config_.checkpoints.interval = *interval;
+        instance.interval = *interval;
       }
     }
-    if (!type) return;
-    config_.checkpoints.type = *type;
-    CheckpointStoreContext context{logger("checkpoints")};
-    config_.checkpoints.store = create(*registry_.checkpoint_store(*type), node, context,
-                                       "the " + *type + " checkpoint store");
+    if (!type) return std::nullopt;
+    instance.type = *type;
+    CheckpointStoreContext context{logger(name)};
+    instance.store = create(*registry_.checkpoint_store(*type), node, context,
+                            "the " + *type + " checkpoint store");
+    if (!instance.store) return std::nullopt;
+    return instance;
+  }
+
+  // A consumer's own `checkpoints`: a store URL (redis://..., file:///..., postgres://...) or a
+  // map like the top-level one. Consumers naming the same URL share one store.
+  void parse_consumer_store(Node& consumer_node, ConsumerConfig& consumer) {
+    Node node = consumer_node.child("checkpoints");
+    if (!node.defined()) {
+      if (!has_top_level_store_) {
+        consumer_node.error("consumer " + consumer.name +
+                            " has no checkpoint store: set `checkpoints` at the top level, or on "
+                            "the consumer (a URL such as redis://HOST:PORT/0?key=PREFIX, "
+                            "file:///var/lib/cdcd/checkpoints, postgres://HOST/DB)");
+      }
+      return;
+    }
+    const std::string name = "consumers." + consumer.name + ".checkpoints";
+    std::optional<CheckpointStoreInstance> store;
+    if (node.is_scalar()) {
+      auto raw = scan_.raw_at(node.location());
+      if (!raw) return;
+      for (std::size_t i = 0; i < config_.checkpoint_stores.size(); ++i) {
+        if (store_urls_.count(i) && store_urls_[i] == *raw) {
+          consumer.checkpoint_store = i;
+          return;
+        }
+      }
+      store = store_from_url(node, *raw, name);
+      if (store) store_urls_[config_.checkpoint_stores.size()] = *raw;
+    } else if (node.expect_map()) {
+      store = store_from_map(node, name);
+    }
+    if (!store) return;
+    consumer.checkpoint_store = config_.checkpoint_stores.size();
+    config_.checkpoint_stores.push_back(std::move(*store));
+  }
+
+  std::optional<CheckpointStoreInstance> store_from_url(Node& node, const std::string& url,
+                                                        const std::string& name) {
+    std::vector<std::string> schemes;
+    for (const auto& scheme : registry_.checkpoint_store_schemes())
+      schemes.push_back(scheme + "://");
+    auto separator = url.find("://");
+    const auto* scheme = separator == std::string::npos
+                             ? nullptr
+                             : registry_.checkpoint_store_scheme(url.substr(0, separator));
+    if (!scheme) {
+      node.error("expected a checkpoint store URL (" + join(schemes) +
+                 ") or a map with `type`, got " + config::quote(url));
+      return std::nullopt;
+    }
+    auto options = scheme->options(url);
+    if (!options) {
+      node.error(options.error().message);
+      return std::nullopt;
+    }
+    Node stand_in = node.stand_in(*options);
+    CheckpointStoreInstance instance;
+    instance.name = name;
+    instance.type = scheme->type;
+    instance.interval = default_interval_;
+    CheckpointStoreContext context{logger(name)};
+    instance.store = create(*registry_.checkpoint_store(scheme->type), stand_in, context,
+                            "the " + scheme->type + " checkpoint store");
+    if (!instance.store) return std::nullopt;
+    return instance;
   }
 
   void parse_consumers(Node& root) {
@@ -312,6 +394,7 @@ class Parser {
       consumer.source = *source;
     }
     parse_sink_list(node, consumer);
+    parse_consumer_store(node, consumer);
     if (auto entities = node.string_list("entities")) {
       if (entities->empty()) {
         node.error_at("entities", "must not be empty (use [\"*\"] for every entity)");
@@ -546,6 +629,9 @@ class Parser {
   // reported a second time.
   std::vector<std::string> source_names_;
   std::vector<std::string> sink_names_;
+  std::chrono::milliseconds default_interval_{1000};  // the top-level store's
+  bool has_top_level_store_ = false;
+  std::map<std::size_t, std::string> store_urls_;  // checkpoint_stores index -> its raw URL
 };
 
 // Where the indentation of line `line` (0-based) holds a tab, if it does and the line holds more.

@@ -43,6 +43,7 @@ struct ConsumerConfig {
   OnError on_error = OnError::kStop;
   std::string dead_letter_sink;              // with on_error: dead_letter
   std::uint64_t max_queue_bytes = 16 << 20;  // source-to-consumer queue bound
+  std::size_t checkpoint_store = 0;          // index in DaemonConfig::checkpoint_stores
 };
 
 struct SourceInstance {
@@ -57,9 +58,12 @@ struct SinkInstance {
   std::unique_ptr<Sink> sink;
 };
 
-struct CheckpointsConfig {
+struct CheckpointStoreInstance {
+  // How logs and errors name it: "checkpoints" (the top-level store) or
+  // "consumers.NAME.checkpoints" (a consumer's own); never the URL, which may hold a password.
+  std::string name;
   std::string type;
-  std::chrono::milliseconds interval{1000};
+  std::chrono::milliseconds interval{1000};  // how often its consumers save
   std::unique_ptr<CheckpointStore> store;
 };
 
@@ -76,12 +80,20 @@ struct DaemonConfig {
   std::string file;
   std::vector<SourceInstance> sources;
   std::vector<SinkInstance> sinks;
-  CheckpointsConfig checkpoints;
+  // The top-level `checkpoints` (first, when there is one) and the consumers' own stores; one
+  // instance per distinct URL.
+  std::vector<CheckpointStoreInstance> checkpoint_stores;
   std::vector<ConsumerConfig> consumers;
   MetricsConfig metrics;
   LogConfig log;
   std::chrono::milliseconds shutdown_timeout{30000};
 };
+
+// The store that keeps `consumer`'s checkpoints.
+inline CheckpointStoreInstance& checkpoint_store_of(DaemonConfig& config,
+                                                    const ConsumerConfig& consumer) {
+  return config.checkpoint_stores[consumer.checkpoint_store];
+}
 
 // What plugin factories get besides their options.
 struct PluginEnvironment {

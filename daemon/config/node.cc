@@ -63,12 +63,14 @@ std::optional<Entry> find_entry(const YAML::Node& map, const std::string& key) {
 
 bool is_null(const YAML::Node& node) { return !node.IsDefined() || node.IsNull(); }
 
-Location location_of(const YAML::Node& node, const std::string& file) {
-  // Undefined nodes have no mark at all, and documents with no content have a mark of -1.
-  if (!node.IsDefined()) return {file, 1, 1};
-  YAML::Mark mark = node.Mark();
-  if (mark.line < 0 || mark.column < 0) return {file, 1, 1};
-  return {file, mark.line + 1, mark.column + 1};
+Location location_of(const YAML::Node& node, const ParseContext& context) {
+  // Undefined nodes have no mark at all, and documents with no content (and nodes built in
+  // memory) have a mark of -1.
+  YAML::Mark mark = node.IsDefined() ? node.Mark() : YAML::Mark::null_mark();
+  if (mark.line < 0 || mark.column < 0) {
+    return context.origin ? *context.origin : Location{context.file, 1, 1};
+  }
+  return {context.file, mark.line + 1, mark.column + 1};
 }
 
 // What a value is, for "expected X, got Y". Quotes the raw text as written in the file: the
@@ -211,7 +213,13 @@ Node::Node(YAML::Node node, std::string path, std::shared_ptr<const ParseContext
                               : std::make_shared<std::set<std::string>>();
 }
 
-Location Node::location() const { return location_of(node_, context_->file); }
+Location Node::location() const { return location_of(node_, *context_); }
+
+Node Node::stand_in(YAML::Node node) const {
+  auto context = std::make_shared<ParseContext>(*context_);
+  context->origin = location();
+  return Node(std::move(node), path_, std::move(context));
+}
 
 bool Node::expect_map() {
   if (is_map()) return true;
@@ -446,7 +454,7 @@ std::string Node::child_path(const std::string& key) const {
 }
 
 void Node::report(const YAML::Node& at, const std::string& path, const std::string& message) const {
-  context_->diagnostics->add(location_of(at, context_->file), path, message);
+  context_->diagnostics->add(location_of(at, *context_), path, message);
 }
 
 std::optional<std::chrono::milliseconds> parse_duration(std::string_view text) {

@@ -59,6 +59,8 @@ struct ParseContext {
   std::string file;
   Diagnostics* diagnostics = nullptr;
   EnvLookup env;
+  // Where the problems of nodes built in memory (they have no position) are reported.
+  std::optional<Location> origin = std::nullopt;
 };
 
 // A view of one YAML node that reports problems with their location. Plugins read their options
@@ -109,6 +111,10 @@ class Node {
   void check_unknown_keys();
   // Declares keys as known without reading them (read by someone else, e.g. the runtime's "type").
   void mark_known(std::initializer_list<std::string> keys);
+
+  // `node`, built in memory from this node's value (e.g. options a URL stands for), read in this
+  // node's place: its problems are reported at this node's position, under this node's path.
+  Node stand_in(YAML::Node node) const;
 
   void error(const std::string& message) const;
   void error_at(const std::string& key, const std::string& message);

@@ -29,6 +29,11 @@ void PluginRegistry::add_checkpoint_store(const std::string& type, CheckpointSto
   checkpoint_stores_[type] = std::move(factory);
 }
 
+void PluginRegistry::add_checkpoint_store_scheme(const std::string& scheme, const std::string& type,
+                                                 CheckpointStoreUrlOptions options) {
+  checkpoint_store_schemes_[scheme] = CheckpointStoreScheme{type, std::move(options)};
+}
+
 const SourceFactory* PluginRegistry::source(const std::string& type) const {
   return find(sources_, type);
 }
@@ -39,10 +44,19 @@ const CheckpointStoreFactory* PluginRegistry::checkpoint_store(const std::string
   return find(checkpoint_stores_, type);
 }
 
+const PluginRegistry::CheckpointStoreScheme* PluginRegistry::checkpoint_store_scheme(
+    const std::string& scheme) const {
+  return find(checkpoint_store_schemes_, scheme);
+}
+
 std::vector<std::string> PluginRegistry::source_types() const { return keys(sources_); }
 std::vector<std::string> PluginRegistry::sink_types() const { return keys(sinks_); }
 std::vector<std::string> PluginRegistry::checkpoint_store_types() const {
   return keys(checkpoint_stores_);
+}
+
+std::vector<std::string> PluginRegistry::checkpoint_store_schemes() const {
+  return keys(checkpoint_store_schemes_);
 }
 
 }  // namespace cdcd

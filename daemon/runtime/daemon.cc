@@ -49,6 +49,12 @@ sigset_t awaited_signals() {
   return set;
 }
 
+// "checkpoint store (redis)" for the top-level store, with the consumer's setting for its own.
+std::string store_description(const CheckpointStoreInstance& instance) {
+  if (instance.name == "checkpoints") return "checkpoint store (" + instance.type + ")";
+  return "checkpoint store " + instance.name + " (" + instance.type + ")";
+}
+
 }  // namespace
 
 void block_termination_signals() {
@@ -133,13 +139,19 @@ void Daemon::start_in_background() {
 }
 
 Status Daemon::start() {
-  std::vector<std::string> consumer_names;
-  for (const auto& consumer : config_.consumers) consumer_names.push_back(consumer.name);
-  store_ = std::make_unique<InstrumentedCheckpointStore>(*config_.checkpoints.store, metrics_,
-                                                         consumer_names);
-  const std::string store_name = "checkpoint store (" + config_.checkpoints.type + ")";
-  if (auto started = retry_until_done(store_name, [&] { return store_->start(); }); !started) {
-    return started;
+  for (std::size_t i = 0; i < config_.checkpoint_stores.size(); ++i) {
+    std::vector<std::string> consumer_names;
+    for (const auto& consumer : config_.consumers) {
+      if (consumer.checkpoint_store == i) consumer_names.push_back(consumer.name);
+    }
+    auto& instance = config_.checkpoint_stores[i];
+    stores_.push_back(
+        std::make_unique<InstrumentedCheckpointStore>(*instance.store, metrics_, consumer_names));
+    auto& store = *stores_.back();
+    if (auto started = retry_until_done(store_description(instance), [&] { return store.start(); });
+        !started) {
+      return started;
+    }
   }
   for (auto& sink : config_.sinks) {
     auto started = retry_until_done("sink " + sink.name, [&] { return sink.sink->start(); });
@@ -162,15 +174,16 @@ Status Daemon::start_consumers() {
       const auto* dead_letter = find_named(config_.sinks, consumer_config.dead_letter_sink);
       setup.dead_letter = NamedSink{dead_letter->name, dead_letter->sink.get()};
     }
-    setup.store = store_.get();
-    setup.checkpoint_interval = config_.checkpoints.interval;
+    const auto& store = config_.checkpoint_stores[consumer_config.checkpoint_store];
+    setup.store = stores_[consumer_config.checkpoint_store].get();
+    setup.checkpoint_interval = store.interval;
     setup.metrics = &metrics_;
     setup.log = make_logger("consumer." + consumer_config.name);
     // The main thread (running run()) waits in sigtimedwait: a stopped consumer wakes it at once.
     setup.on_stopped = [this] { wake_main_thread(); };
     auto consumer = std::make_unique<Consumer>(std::move(setup));
-    auto loaded = retry_until_done("checkpoint store (" + config_.checkpoints.type + ")",
-                                   [&] { return consumer->load_checkpoint(); });
+    auto loaded =
+        retry_until_done(store_description(store), [&] { return consumer->load_checkpoint(); });
     if (!loaded) return loaded;
     consumers_.push_back(std::move(consumer));
   }
@@ -185,9 +198,9 @@ Status Daemon::start_consumers() {
       log_->warn("source {} has no consumer and is not read", source.name);
       continue;
     }
-    runners_.push_back(std::make_unique<SourceRunner>(
-        source.name, source.source.get(), std::move(consumers),
-        make_logger("source." + source.name), config_.checkpoints.store->own_entities()));
+    runners_.push_back(
+        std::make_unique<SourceRunner>(source.name, source.source.get(), std::move(consumers),
+                                       make_logger("source." + source.name), store_entities()));
   }
   // Holding the lock: shutdown() either sees no thread started, or every one of them.
   std::lock_guard lock(startup_mutex_);
@@ -196,6 +209,16 @@ Status Daemon::start_consumers() {
   for (auto& runner : runners_) runner->start();
   threads_started_ = true;
   return ok();
+}
+
+// What every checkpoint store writes to: no source delivers those changes (a save must never be
+// a change that causes another save), whichever consumer's store it is.
+std::vector<StoreEntity> Daemon::store_entities() const {
+  std::vector<StoreEntity> entities;
+  for (const auto& instance : config_.checkpoint_stores) {
+    for (auto& entity : instance.store->own_entities()) entities.push_back(std::move(entity));
+  }
+  return entities;
 }
 
 bool Daemon::any_consumer_running() const {
@@ -344,7 +367,7 @@ void Daemon::reload() {
     startup_ = Startup::kStarting;
     runners_.clear();
     consumers_.clear();
-    store_.reset();
+    stores_.clear();
     config_ = std::move(*next);
   }
   {
@@ -437,7 +460,9 @@ std::optional<std::string> Daemon::not_ready_reason() const {
     std::lock_guard lock(startup_mutex_);
     return startup_reason_.empty() ? std::string("starting") : "starting: " + startup_reason_;
   }
-  if (auto failure = store_->save_failure()) return failure;
+  for (const auto& store : stores_) {
+    if (auto failure = store->save_failure()) return failure;
+  }
   for (const auto& source : config_.sources) {
     if (!source.source->connected()) return "source " + source.name + " is not connected";
   }

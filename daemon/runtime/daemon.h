@@ -74,6 +74,7 @@ class Daemon {
   void set_startup_reason(std::string reason);
   void wake_main_thread() const;
   bool any_consumer_running() const;
+  std::vector<StoreEntity> store_entities() const;
   // Stops reading, lets the consumers drain until `deadline`, then aborts them and stops the sinks;
   // joins every pipeline thread and flushes and stops the sinks. True if it had to abort.
   bool drain_pipeline(std::chrono::steady_clock::time_point deadline);
@@ -101,7 +102,8 @@ class Daemon {
   // HTTP threads read the pipeline (/readyz, /status) while a reload replaces it.
   mutable std::shared_mutex pipeline_mutex_;
   std::shared_ptr<spdlog::logger> log_;
-  std::unique_ptr<InstrumentedCheckpointStore> store_;
+  // One per DaemonConfig::checkpoint_stores entry, in that order.
+  std::vector<std::unique_ptr<InstrumentedCheckpointStore>> stores_;
   std::vector<std::unique_ptr<Consumer>> consumers_;
   std::vector<std::unique_ptr<SourceRunner>> runners_;
   pthread_t main_thread_{};

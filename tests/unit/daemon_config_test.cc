@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <spdlog/sinks/null_sink.h>
 
@@ -107,6 +108,12 @@ PluginRegistry fake_registry() {
       return std::make_unique<FakeStore>(options.string("dir", true).value_or(""));
     });
   });
+  // A URL scheme whose options the store then reads (and may refuse) like any others.
+  registry.add_checkpoint_store_scheme("file", "file", [](const std::string& url) {
+    YAML::Node options;
+    options["dir"] = url.substr(std::string("file://").size());
+    return Result<YAML::Node>(options);
+  });
   return registry;
 }
 
@@ -187,9 +194,11 @@ TEST(DaemonConfig, ParsesTheQuickstartShape) {
   EXPECT_EQ(archive->context.name, "archive");
   EXPECT_NE(archive->context.metrics.errors, nullptr);
 
-  EXPECT_EQ(config->checkpoints.type, "file");
-  EXPECT_EQ(config->checkpoints.interval, milliseconds(1000));
-  auto* store = dynamic_cast<FakeStore*>(config->checkpoints.store.get());
+  ASSERT_EQ(config->checkpoint_stores.size(), 1u);
+  EXPECT_EQ(config->checkpoint_stores[0].name, "checkpoints");
+  EXPECT_EQ(config->checkpoint_stores[0].type, "file");
+  EXPECT_EQ(config->checkpoint_stores[0].interval, milliseconds(1000));
+  auto* store = dynamic_cast<FakeStore*>(config->checkpoint_stores[0].store.get());
   ASSERT_NE(store, nullptr);
   EXPECT_EQ(store->dir, "./.cdcd/checkpoints");
 
@@ -308,8 +317,9 @@ shutdown_timeout: 2m
   ASSERT_NE(source, nullptr);
   EXPECT_EQ(source->path, "/var/log/changes.jsonl");
   EXPECT_EQ(source->context.registry, nullptr);  // no Metrics given: plugins get none
-  EXPECT_EQ(dynamic_cast<FakeStore*>(config->checkpoints.store.get())->dir, "/tmp/out/checkpoints");
-  EXPECT_EQ(config->checkpoints.interval, milliseconds(250));
+  EXPECT_EQ(dynamic_cast<FakeStore*>(config->checkpoint_stores[0].store.get())->dir,
+            "/tmp/out/checkpoints");
+  EXPECT_EQ(config->checkpoint_stores[0].interval, milliseconds(250));
 
   ASSERT_EQ(config->consumers.size(), 3u);
   const ConsumerConfig& orders = config->consumers[0];
@@ -632,6 +642,98 @@ INSTANTIATE_TEST_SUITE_P(DaemonConfig, GoldenConfig, testing::ValuesIn(golden_ca
 
 TEST(DaemonConfigGoldenSet, HasAtLeastTwentyCases) {
   EXPECT_GE(golden_cases().size(), 20u) << "golden cases found in " << golden_dir();
+}
+
+// Issue 11: a consumer names its own checkpoint store, by URL or as a map; consumers naming the
+// same URL share one store; the top-level store is then optional.
+TEST(DaemonConfig, ConsumersNameTheirOwnCheckpointStores) {
+  PluginRegistry registry = fake_registry();
+  const std::string text =
+      "sources: {demo: {type: jsonl, path: p}}\n"
+      "sinks: {console: {type: stdout}}\n"
+      "checkpoints: {type: file, dir: top, interval: 250ms}\n"
+      "consumers:\n"
+      "  a: {source: demo, sinks: [console]}\n"
+      "  b: {source: demo, sinks: [console], checkpoints: \"file://${DIR}/b\"}\n"
+      "  c: {source: demo, sinks: [console], checkpoints: \"file://${DIR}/b\"}\n"
+      "  d: {source: demo, sinks: [console], checkpoints: {type: file, dir: own, interval: 2s}}\n";
+  QuietLoggers loggers;
+  config::Diagnostics diagnostics;
+  auto config = parse_config(text, "stores.yaml", registry, loggers.environment(), diagnostics,
+                             env_of({{"DIR", "/srv"}}));
+  ASSERT_TRUE(config.has_value()) << diagnostics.to_string();
+  ASSERT_EQ(config->checkpoint_stores.size(), 3u);
+  auto dir_of = [&](const std::string& consumer) {
+    for (const auto& c : config->consumers) {
+      if (c.name == consumer) {
+        return dynamic_cast<FakeStore*>(checkpoint_store_of(*config, c).store.get())->dir;
+      }
+    }
+    return std::string("?");
+  };
+  EXPECT_EQ(dir_of("a"), "top");
+  EXPECT_EQ(dir_of("b"), "/srv/b");
+  EXPECT_EQ(dir_of("d"), "own");
+  EXPECT_EQ(config->consumers[1].checkpoint_store, config->consumers[2].checkpoint_store)
+      << "b and c name the same URL: one store";
+  EXPECT_EQ(config->checkpoint_stores[1].name, "consumers.b.checkpoints");
+  EXPECT_EQ(config->checkpoint_stores[1].interval, milliseconds(250)) << "the top level's";
+  EXPECT_EQ(config->checkpoint_stores[2].interval, milliseconds(2000));
+
+  // Without a top-level store, every consumer names its own.
+  const std::string own_only =
+      "sources: {demo: {type: jsonl, path: p}}\n"
+      "sinks: {console: {type: stdout}}\n"
+      "consumers:\n"
+      "  a: {source: demo, sinks: [console], checkpoints: \"file:///a\"}\n";
+  config::Diagnostics own_diagnostics;
+  EXPECT_TRUE(parse_config(own_only, "own.yaml", registry, loggers.environment(), own_diagnostics)
+                  .has_value())
+      << own_diagnostics.to_string();
+}
+
+TEST(DaemonConfig, ConsumerCheckpointStoreErrorsNameFileLineAndColumn) {
+  PluginRegistry registry = fake_registry();
+  const std::string text =
+      "sources: {demo: {type: jsonl, path: p}}\n"
+      "sinks: {console: {type: stdout}}\n"
+      "consumers:\n"
+      "  a: {source: demo, sinks: [console]}\n"
+      "  b: {source: demo, sinks: [console], checkpoints: \"s3://bucket/x\"}\n"
+      "  c:\n"
+      "    source: demo\n"
+      "    sinks: [console]\n"
+      "    checkpoints: {type: file}\n";
+  QuietLoggers loggers;
+  config::Diagnostics diagnostics;
+  EXPECT_FALSE(parse_config(text, "bad.yaml", registry, loggers.environment(), diagnostics));
+  const std::string report = diagnostics.to_string();
+  EXPECT_THAT(report,
+              ::testing::HasSubstr("bad.yaml:4:6: error: consumers.a: consumer a has no checkpoint "
+                                   "store: set `checkpoints` at the top level"));
+  EXPECT_THAT(report,
+              ::testing::HasSubstr("bad.yaml:5:52: error: consumers.b.checkpoints: expected a "
+                                   "checkpoint store URL (file://) or a map with `type`, got "
+                                   "\"s3://bucket/x\""));
+  EXPECT_THAT(report, ::testing::HasSubstr(
+                          "bad.yaml:9:18: error: consumers.c.checkpoints: missing required "
+                          "key \"dir\""));
+}
+
+TEST(DaemonConfig, OptionsAUrlStandsForAreReportedAtTheUrl) {
+  PluginRegistry registry = fake_registry();
+  const std::string text =
+      "sources: {demo: {type: jsonl, path: p}}\n"
+      "sinks: {console: {type: stdout}}\n"
+      "consumers:\n"
+      "  a: {source: demo, sinks: [console], checkpoints: \"file://${MISSING}\"}\n";
+  QuietLoggers loggers;
+  config::Diagnostics diagnostics;
+  EXPECT_FALSE(
+      parse_config(text, "url.yaml", registry, loggers.environment(), diagnostics, env_of({})));
+  EXPECT_THAT(diagnostics.to_string(),
+              ::testing::HasSubstr("url.yaml:4:52: error: consumers.a.checkpoints"))
+      << diagnostics.to_string();
 }
 
 }  // namespace
