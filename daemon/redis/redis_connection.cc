@@ -317,12 +317,12 @@ Status Connection::authenticate() {
   return ok();
 }
 
-void Connection::append(const Command& command) {
+void append_command(std::string& out, const std::vector<std::string_view>& args) {
   std::vector<const char*> argv;
   std::vector<std::size_t> lengths;
-  argv.reserve(command.size());
-  lengths.reserve(command.size());
-  for (const auto& arg : command) {
+  argv.reserve(args.size());
+  lengths.reserve(args.size());
+  for (const auto& arg : args) {
     argv.push_back(arg.data());
     lengths.push_back(arg.size());
   }
@@ -330,8 +330,12 @@ void Connection::append(const Command& command) {
   int length = redisFormatCommandArgv(&formatted, static_cast<int>(argv.size()), argv.data(),
                                       lengths.data());
   if (length < 0) throw std::bad_alloc();
-  output_.append(formatted, static_cast<std::size_t>(length));
+  out.append(formatted, static_cast<std::size_t>(length));
   redisFreeCommand(formatted);
+}
+
+void Connection::append(const Command& command) {
+  append_command(output_, std::vector<std::string_view>(command.begin(), command.end()));
 }
 
 Status Connection::wait_for(bool writable, const char* doing) {
