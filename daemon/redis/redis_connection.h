@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -119,9 +120,9 @@ class Connection {
   std::size_t output_sent_ = 0;
 };
 
-// Appends `args` to `out` as one RESP command (hiredis' redisFormatCommandArgv), for callers that
-// build their pipeline ahead of a connection.
-void append_command(std::string& out, const std::vector<std::string_view>& args);
+// Appends `args` to `out` as one RESP command, for callers that build their pipeline ahead of a
+// connection.
+void append_command(std::string& out, std::span<const std::string_view> args);
 
 // Reply helpers.
 bool is_error(const redisReply& reply);

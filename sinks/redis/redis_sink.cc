@@ -194,9 +194,10 @@ RedisSink::PendingPtr RedisSink::plan(BatchPtr batch, AckFn ack) {
   pending->batch = std::move(batch);
   pending->ack = std::move(ack);
   pending->rejected.assign(pending->batch->changes.size(), false);
-  pending->commands.reserve(pending->batch->changes.size());
+  pending->commands.reserve(pending->batch->changes.size() * (config_.publish ? 2 : 1));
+  Scratch scratch;
   for (std::size_t i = 0; i < pending->batch->changes.size(); ++i) {
-    if (auto planned = plan_change(*pending, i); !planned) {
+    if (auto planned = plan_change(*pending, i, scratch); !planned) {
       pending->rejected[i] = true;
       pending->report.rejected.push_back(
           {i, "cannot render its cache keys: " + planned.error().message});
@@ -205,7 +206,7 @@ RedisSink::PendingPtr RedisSink::plan(BatchPtr batch, AckFn ack) {
   return pending;
 }
 
-void RedisSink::add_command(Pending& pending, const std::vector<std::string_view>& args,
+void RedisSink::add_command(Pending& pending, std::span<const std::string_view> args,
                             CommandKind kind, std::size_t change, std::size_t keys) {
   PlannedCommand command;
   command.offset = static_cast<std::uint32_t>(pending.resp.size());
@@ -217,29 +218,48 @@ void RedisSink::add_command(Pending& pending, const std::vector<std::string_view
   pending.commands.push_back(command);
 }
 
-Status RedisSink::plan_change(Pending& pending, std::size_t index) {
+Status RedisSink::plan_change(Pending& pending, std::size_t index, Scratch& scratch) {
   const Change& change = pending.batch->changes[index];
   const TemplateInput input(change, pending.batch->source_name);
+  auto& args = scratch.args;
 
   if (config_.mode == SinkMode::kStream) {
     std::string key;
     (void)config_.stream->key.render(input, key);  // names only the change's entity: never skips
-    std::string id = fmt::format("{}-{}", change.lsn, change.seq);
-    std::string entry;
+    const std::string id = fmt::format("{}-{}", change.lsn, change.seq);
+    std::string& entry = scratch.text;
+    entry.clear();
     const EncodeContext context{pending.batch->source_name, pending.batch->connector, now_us(),
                                 nullptr};
     encode_change(config_.stream->format, change, context, entry);
-    if (config_.stream->maxlen) {
-      const std::string maxlen = std::to_string(*config_.stream->maxlen);
-      add_command(pending, {"XADD", key, "MAXLEN", "~", maxlen, id, "change", entry},
-                  CommandKind::kStreamAdd, index, 0);
-    } else {
-      add_command(pending, {"XADD", key, id, "change", entry}, CommandKind::kStreamAdd, index, 0);
-    }
+    const std::string maxlen =
+        config_.stream->maxlen ? std::to_string(*config_.stream->maxlen) : std::string();
+    args.assign({"XADD", key});
+    if (config_.stream->maxlen) args.insert(args.end(), {"MAXLEN", "~", maxlen});
+    args.insert(args.end(), {id, "change", entry});
+    add_command(pending, args, CommandKind::kStreamAdd, index, 0);
     return ok();
   }
 
-  std::vector<std::string> keys;
+  // The change's distinct keys: scratch.keys[0, key_count), their buffers reused.
+  scratch.key_count = 0;
+  auto add = [&](const ChangeTemplate& key_template, const TemplateInput& from) -> Status {
+    if (scratch.key_count == scratch.keys.size()) scratch.keys.emplace_back();
+    std::string& key = scratch.keys[scratch.key_count];
+    key.clear();
+    auto rendered = key_template.render(from, key);
+    if (!rendered) return tl::unexpected(rendered.error());
+    if (!*rendered) {
+      if (&from == &input) metrics_->templates_skipped.Increment();
+      return ok();
+    }
+    const auto first = scratch.keys.begin();
+    if (std::find(first, first + static_cast<std::ptrdiff_t>(scratch.key_count), key) ==
+        first + static_cast<std::ptrdiff_t>(scratch.key_count)) {
+      ++scratch.key_count;
+    }
+    return ok();
+  };
   const KeyRule* rule = nullptr;
   for (const auto& candidate : config_.keys) {
     if (::fnmatch(candidate.pattern.c_str(), change.entity.c_str(), 0) == 0) {
@@ -249,19 +269,9 @@ Status RedisSink::plan_change(Pending& pending, std::size_t index) {
   }
   if (rule != nullptr) {
     std::optional<TemplateInput> old_key_input;
-    if (!change.old_key.empty())
+    if (!change.old_key.empty()) {
       old_key_input.emplace(change, pending.batch->source_name, change.old_key);
-    auto add = [&](const ChangeTemplate& key_template, const TemplateInput& from) -> Status {
-      std::string key;
-      auto rendered = key_template.render(from, key);
-      if (!rendered) return tl::unexpected(rendered.error());
-      if (!*rendered) {
-        if (&from == &input) metrics_->templates_skipped.Increment();
-        return ok();
-      }
-      if (std::find(keys.begin(), keys.end(), key) == keys.end()) keys.push_back(std::move(key));
-      return ok();
-    };
+    }
     for (const auto& key_template : rule->templates) {
       Status added = add(key_template, input);
       // An update that changed the key also invalidates what was cached under the old one.
@@ -271,30 +281,25 @@ Status RedisSink::plan_change(Pending& pending, std::size_t index) {
       if (!added) return added;
     }
   }
+  const std::span<const std::string> keys(scratch.keys.data(), scratch.key_count);
 
   const std::string_view verb = config_.command == DeleteCommand::kDel ? "DEL" : "UNLINK";
   if (config_.mode == SinkMode::kInvalidate && !keys.empty()) {
-    std::vector<std::string_view> args;
     if (config_.fence_ttl) {
-      std::vector<std::string> fences;
-      fences.reserve(keys.size());
-      for (const auto& key : keys) fences.push_back(fence_key(key));
+      scratch.fences.resize(std::max(scratch.fences.size(), keys.size()));
+      for (std::size_t k = 0; k < keys.size(); ++k) scratch.fences[k] = fence_key(keys[k]);
       const std::string count = std::to_string(keys.size() * 2);
       const std::string position = fence_position(change.lsn, change.seq);
       const std::string ttl = std::to_string(config_.fence_ttl->count());
-      args.reserve(keys.size() * 2 + 6);
-      args = {"EVALSHA", fence_sha_, count};
+      args.assign({"EVALSHA", fence_sha_, count});
       for (std::size_t k = 0; k < keys.size(); ++k) {
         args.push_back(keys[k]);
-        args.push_back(fences[k]);
+        args.push_back(scratch.fences[k]);
       }
-      args.push_back(position);
-      args.push_back(ttl);
-      args.push_back(verb);
+      args.insert(args.end(), {position, ttl, verb});
       add_command(pending, args, CommandKind::kFencedDelete, index, keys.size());
     } else {
-      args.reserve(keys.size() + 1);
-      args.push_back(verb);
+      args.assign({verb});
       args.insert(args.end(), keys.begin(), keys.end());
       add_command(pending, args, CommandKind::kDelete, index, keys.size());
     }
@@ -311,7 +316,8 @@ Status RedisSink::plan_change(Pending& pending, std::size_t index) {
   if (config_.publish) {
     std::string channel;
     (void)config_.publish->render(input, channel);  // names only the change's entity: never skips
-    std::string notice = "{\"entity\":";
+    std::string& notice = scratch.text;
+    notice.assign("{\"entity\":");
     json::append_string(notice, change.entity);
     notice += ",\"key\":";
     json::append_raw_or_null(notice, change.key);
@@ -325,7 +331,8 @@ Status RedisSink::plan_change(Pending& pending, std::size_t index) {
       json::append_string(notice, keys[k]);
     }
     notice += "]}";
-    add_command(pending, {"PUBLISH", channel, notice}, CommandKind::kPublish, index, 0);
+    args.assign({"PUBLISH", channel, notice});
+    add_command(pending, args, CommandKind::kPublish, index, 0);
   }
   return ok();
 }

@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -96,13 +97,21 @@ class RedisSink final : public Sink {
     PendingPtr deletes;
   };
   struct Metrics;
+  // Buffers reused from one change of a batch to the next.
+  struct Scratch {
+    std::vector<std::string> keys;
+    std::size_t key_count = 0;
+    std::vector<std::string> fences;
+    std::vector<std::string_view> args;
+    std::string text;
+  };
 
   // Turns a batch into its commands (on the writer's thread). Changes whose keys cannot be
   // rendered are rejected in the report.
   PendingPtr plan(BatchPtr batch, AckFn ack);
   // Appends the commands of one change; fails when a row image is not a JSON object.
-  Status plan_change(Pending& pending, std::size_t index);
-  static void add_command(Pending& pending, const std::vector<std::string_view>& args,
+  Status plan_change(Pending& pending, std::size_t index, Scratch& scratch);
+  static void add_command(Pending& pending, std::span<const std::string_view> args,
                           CommandKind kind, std::size_t change, std::size_t keys);
 
   // The pipeline thread.
