@@ -747,6 +747,59 @@ TEST_F(RedisSinkTest, StreamModeTrimsApproximatelyToMaxlen) {
   EXPECT_EQ(server_.cli({"XREVRANGE", "s", "+", "-", "COUNT", "1"}).substr(0, 6), "1000-0");
 }
 
+TEST(RedisSinkConfigTest, ModeOptionsAreCheckedWithTheirPositions) {
+  TempDir dir;
+  write_file(dir.file("cdcd.yaml"), R"(sources:
+  demo: {type: jsonl, path: changes.jsonl}
+sinks:
+  streamed:
+    type: redis
+    url: redis://127.0.0.1:6379
+    mode: stream
+    keys: {"*": "k:{key.id}"}
+    fence: {ttl: 10m}
+    stream: {key: "cdc:{key.id}", maxlen: 0, format: avro}
+  published:
+    type: redis
+    url: redis://127.0.0.1:6379
+    mode: publish
+    stream: {key: "cdc:{entity}"}
+  invalidated:
+    type: redis
+    url: redis://127.0.0.1:6379
+    keys: {"*": "k:{key.id}"}
+    double_delete: 0ms
+    window: {commands: 0, bytes: 1KiB, byte: 1}
+checkpoints: {type: file, dir: checkpoints}
+consumers:
+  everything:
+    source: demo
+    sinks: [streamed, published, invalidated]
+)");
+  ChildProcess validate({cdcd_binary(), "validate", "--config", dir.file("cdcd.yaml")}, dir.path());
+  ASSERT_EQ(validate.wait(), 2);
+  const std::string f = dir.file("cdcd.yaml");
+  const std::vector<std::string> expected = {
+      f + ":8:11: error: sinks.streamed.keys: keys applies to mode: invalidate or publish",
+      f + ":9:12: error: sinks.streamed.fence: fence applies to mode: invalidate only",
+      f + ":10:19: error: sinks.streamed.stream.key: unknown placeholder {key.id}; known: {source} "
+          "{entity} {schema} {table} {operation}",
+      f + ":10:43: error: sinks.streamed.stream.maxlen: expected an integer between 1 and "
+          "4611686018427387904, got \"0\"",
+      f + ":10:54: error: sinks.streamed.stream.format: expected one of native, debezium, "
+          "mongodb, got \"avro\"",
+      f + ":12:5: error: sinks.published: missing required key \"publish\"",
+      f + ":15:13: error: sinks.published.stream: stream settings need mode: stream",
+      f + ":20:20: error: sinks.invalidated.double_delete: must be longer than 0ms",
+      f + ":21:24: error: sinks.invalidated.window.commands: expected an integer between 1 and "
+          "16777216, got \"0\"",
+      f + ":21:34: error: sinks.invalidated.window.bytes: must be at least 4KiB",
+      f + ":21:40: error: sinks.invalidated.window.byte: unknown key \"byte\" (did you mean "
+          "\"bytes\"?)",
+  };
+  EXPECT_EQ(split_lines(validate.stdout_text() + validate.stderr_text()), expected);
+}
+
 TEST(RedisSinkTlsTest, InvalidatesOverTlsAndRefusesAnUntrustedServer) {
   RedisServerOptions options;
   options.tls = true;
