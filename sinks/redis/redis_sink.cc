@@ -11,6 +11,7 @@
 #include <prometheus/counter.h>
 #include <prometheus/histogram.h>
 
+#include "daemon/core/thread_name.h"
 #include "daemon/format/json_writer.h"
 #include "sinks/redis/fence.h"
 
@@ -367,6 +368,7 @@ void RedisSink::write(BatchPtr batch, AckFn ack) {
 // ---- the pipeline thread ----
 
 void RedisSink::run_pipeline() {
+  name_this_thread("redis", context_.name);
   while (take_work()) {
     complete_confirmed();
     if (in_flight_.empty()) continue;
