@@ -1,6 +1,8 @@
 #include "daemon/format/change_template.h"
 
 #include <array>
+#include <charconv>
+#include <cstdint>
 #include <utility>
 
 namespace cdcd {
@@ -170,6 +172,16 @@ Result<bool> ChangeTemplate::render(const TemplateInput& input, std::string& out
         }
         if ((*value)->is_string()) {
           out += (*value)->get_ref<const std::string&>();
+        } else if ((*value)->is_number_integer()) {
+          // Ids are mostly integers: dump() would build a temporary string for each.
+          char digits[24];
+          auto end =
+              (*value)->is_number_unsigned()
+                  ? std::to_chars(digits, digits + sizeof digits, (*value)->get<std::uint64_t>())
+                        .ptr
+                  : std::to_chars(digits, digits + sizeof digits, (*value)->get<std::int64_t>())
+                        .ptr;
+          out.append(digits, end);
         } else {
           out += (*value)->dump();
         }

@@ -317,21 +317,32 @@ Status Connection::authenticate() {
   return ok();
 }
 
-void Connection::append(const Command& command) {
-  std::vector<const char*> argv;
-  std::vector<std::size_t> lengths;
-  argv.reserve(command.size());
-  lengths.reserve(command.size());
-  for (const auto& arg : command) {
-    argv.push_back(arg.data());
-    lengths.push_back(arg.size());
+// Written here rather than with hiredis' redisFormatCommandArgv: that one mallocs every command
+// and sprintf()s every length line, which a profile of the Redis sink (1M changes, 2 keys each)
+// showed at ~8% of the writer thread; the RESP framing of an array of bulk strings is just
+// "*N\r\n" then "$LEN\r\nARG\r\n" per argument.
+void append_command(std::string& out, std::span<const std::string_view> args) {
+  std::size_t size = 16;
+  for (const auto& arg : args) size += arg.size() + 16;
+  out.reserve(out.size() + size);
+  auto append_header = [&out](char type, std::size_t number) {
+    char digits[24];
+    auto end = std::to_chars(digits, digits + sizeof digits, number).ptr;
+    out += type;
+    out.append(digits, end);
+    out += "\r\n";
+  };
+  append_header('*', args.size());
+  for (const auto& arg : args) {
+    append_header('$', arg.size());
+    out += arg;
+    out += "\r\n";
   }
-  char* formatted = nullptr;
-  int length = redisFormatCommandArgv(&formatted, static_cast<int>(argv.size()), argv.data(),
-                                      lengths.data());
-  if (length < 0) throw std::bad_alloc();
-  output_.append(formatted, static_cast<std::size_t>(length));
-  redisFreeCommand(formatted);
+}
+
+void Connection::append(const Command& command) {
+  const std::vector<std::string_view> args(command.begin(), command.end());
+  append_command(output_, args);
 }
 
 Status Connection::wait_for(bool writable, const char* doing) {

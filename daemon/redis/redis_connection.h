@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -88,6 +89,8 @@ class Connection {
                                                   const std::atomic<bool>* abort = nullptr);
 
   void append(const Command& command);
+  // Appends commands already in RESP (e.g. from append_command()), sent by the next read_reply().
+  void append_formatted(std::string_view commands) { output_.append(commands); }
   // Sends what append() buffered and reads the next reply (an error reply is a reply, not an
   // Error: only I/O and protocol failures are).
   Result<Reply> read_reply();
@@ -116,6 +119,10 @@ class Connection {
   std::string output_;
   std::size_t output_sent_ = 0;
 };
+
+// Appends `args` to `out` as one RESP command, for callers that build their pipeline ahead of a
+// connection.
+void append_command(std::string& out, std::span<const std::string_view> args);
 
 // Reply helpers.
 bool is_error(const redisReply& reply);
