@@ -6,7 +6,6 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <cstdlib>
 #include <functional>
 #include <iostream>
@@ -18,6 +17,7 @@
 #include <gtest/gtest.h>
 
 #include "tests/support/daemon_fixture.h"
+#include "tests/support/log_appender.h"
 #include "tests/support/test_util.h"
 
 namespace cdcd::test {
@@ -30,68 +30,6 @@ constexpr int kKeysPerEntity = 500;
 constexpr int kKills = 6;
 constexpr int kChunkChanges = 400;
 constexpr auto kChunkPeriod = 20ms;
-
-// Appends a change log to the followed file in chunks of whole transactions, each ending with a
-// commit marker so that its last transaction is checkpointed at once (one write each), at a steady
-// pace, on its own thread.
-class Appender {
- public:
-  Appender(std::string path, const NativeFile& log, const std::string& text)
-      : path_(std::move(path)) {
-    std::size_t begin = 0;
-    std::size_t changes = 0;
-    for (std::size_t i = 0; i < log.changes.size(); ++i) {
-      ++changes;
-      const bool transaction_ends =
-          i + 1 == log.changes.size() || log.changes[i + 1].lsn != log.changes[i].lsn;
-      if (transaction_ends && changes >= kChunkChanges) {
-        chunks_.push_back(text.substr(begin, log.changes[i].end - begin) +
-                          commit_marker_line(log.changes[i].lsn));
-        begin = log.changes[i].end;
-        changes = 0;
-      }
-    }
-    if (begin < text.size()) {
-      chunks_.push_back(text.substr(begin) + commit_marker_line(log.changes.back().lsn));
-    }
-  }
-
-  ~Appender() { join(); }
-
-  void start() {
-    thread_ = std::thread([this] { run(); });
-  }
-  void join() {
-    if (thread_.joinable()) thread_.join();
-  }
-  bool done() const { return done_.load(); }
-  std::size_t chunks_written() const { return written_.load(); }
-  std::size_t chunks() const { return chunks_.size(); }
-  const std::string& error() const { return error_; }
-
- private:
-  void run() {
-    for (const auto& chunk : chunks_) {
-      int fd = ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
-      ssize_t n = fd < 0 ? -1 : ::write(fd, chunk.data(), chunk.size());
-      if (fd >= 0) ::close(fd);
-      if (n != static_cast<ssize_t>(chunk.size())) {
-        error_ = "appending to " + path_ + " failed";
-        break;
-      }
-      ++written_;
-      std::this_thread::sleep_for(kChunkPeriod);  // pacing, not synchronisation
-    }
-    done_ = true;
-  }
-
-  std::string path_;
-  std::vector<std::string> chunks_;
-  std::thread thread_;
-  std::atomic<bool> done_{false};
-  std::atomic<std::size_t> written_{0};
-  std::string error_;
-};
 
 // What was on disk once a killed run was dead.
 struct KillRecord {
@@ -301,7 +239,7 @@ log: {level: info}
   write_daemon_config();
   DaemonProcess daemon(dir.file("cdcd.yaml"), dir.path());
   std::vector<std::string> run_logs;
-  Appender appender(log_path, log, log_text);
+  LogAppender appender(log_path, log, log_text, kChunkChanges, kChunkPeriod);
   appender.start();
 
   for (int kill = 0; kill < kKills; ++kill) {

@@ -3,10 +3,6 @@
 // per-request 429s and SIGKILLs at random moments while the log grows; a mapping error dead-letters
 // exactly that change; bad credentials stop the daemon at start with one clear error.
 
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <atomic>
 #include <cstdlib>
 #include <iostream>
 #include <map>
@@ -19,6 +15,7 @@
 
 #include "tests/support/daemon_fixture.h"
 #include "tests/support/es_test_server.h"
+#include "tests/support/log_appender.h"
 #include "tests/support/test_util.h"
 
 namespace cdcd::test {
@@ -54,54 +51,6 @@ std::map<std::string, std::map<std::string, json>> final_rows(const NativeFile& 
   }
   return rows;
 }
-
-// Appends whole transactions, each chunk ending with a commit marker, at a steady pace.
-class Appender {
- public:
-  Appender(std::string path, const NativeFile& log, const std::string& text)
-      : path_(std::move(path)) {
-    std::size_t begin = 0, changes = 0;
-    for (std::size_t i = 0; i < log.changes.size(); ++i) {
-      ++changes;
-      bool ends = i + 1 == log.changes.size() || log.changes[i + 1].lsn != log.changes[i].lsn;
-      if (ends && (changes >= kChunkChanges || i + 1 == log.changes.size())) {
-        chunks_.push_back(text.substr(begin, log.changes[i].end - begin) +
-                          commit_marker_line(log.changes[i].lsn));
-        begin = log.changes[i].end;
-        changes = 0;
-      }
-    }
-  }
-  ~Appender() { join(); }
-  void start() {
-    thread_ = std::thread([this] {
-      for (const auto& chunk : chunks_) {
-        int fd = ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
-        if (fd < 0 || ::write(fd, chunk.data(), chunk.size()) != (ssize_t)chunk.size()) {
-          failed_ = true;
-        }
-        if (fd >= 0) ::close(fd);
-        ++written_;
-        std::this_thread::sleep_for(kChunkPeriod);  // pacing, not synchronisation
-      }
-      done_ = true;
-    });
-  }
-  void join() {
-    if (thread_.joinable()) thread_.join();
-  }
-  bool done() const { return done_; }
-  bool failed() const { return failed_; }
-  std::size_t written() const { return written_; }
-  std::size_t chunks() const { return chunks_.size(); }
-
- private:
-  std::string path_;
-  std::vector<std::string> chunks_;
-  std::thread thread_;
-  std::atomic<bool> done_{false}, failed_{false};
-  std::atomic<std::size_t> written_{0};
-};
 
 std::string sink_yaml(const std::string& url, const std::string& extra = "") {
   return "  search:\n    type: elasticsearch\n    urls: [\"" + url +
@@ -140,7 +89,7 @@ TEST(ElasticsearchDaemonTest, IndexConvergesOnTheSourceThrough429sAndSigkills) {
   std::uniform_int_distribution<int> delay_ms(0, 400);
 
   DaemonProcess daemon(dir.file("cdcd.yaml"), dir.path());
-  Appender appender(log_path, log, text);
+  LogAppender appender(log_path, log, text, kChunkChanges, kChunkPeriod);
   appender.start();
   std::uint64_t checkpointed = 0;
   auto checkpoint_lsn = [&] {
@@ -159,11 +108,11 @@ TEST(ElasticsearchDaemonTest, IndexConvergesOnTheSourceThrough429sAndSigkills) {
     daemon.kill();
     server.faults({{"item_statuses", {{"count", 300}, {"status", 429}}}});
     checkpointed = checkpoint_lsn();
-    std::cout << "kill " << kill << ": " << appender.written() << "/" << appender.chunks()
+    std::cout << "kill " << kill << ": " << appender.chunks_written() << "/" << appender.chunks()
               << " chunks appended, checkpoint " << checkpointed << "\n";
   }
   appender.join();
-  ASSERT_FALSE(appender.failed());
+  ASSERT_EQ(appender.error(), "");
   daemon.start();
   ASSERT_TRUE(wait_for_checkpoint(checkpoints + "/c.json", last_lsn, scaled(120s)))
       << daemon.stderr_text();
