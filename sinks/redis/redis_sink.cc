@@ -12,6 +12,7 @@
 #include <prometheus/histogram.h>
 
 #include "daemon/core/backoff.h"
+#include "daemon/redis/cluster_slots.h"
 #include "sinks/redis/fence.h"
 
 namespace cdcd {
@@ -103,7 +104,8 @@ RedisSink::RedisSink(RedisSinkConfig config, SinkContext context)
       context_(std::move(context)),
       registry_(context_.registry ? context_.registry : std::make_shared<prometheus::Registry>()),
       metrics_(std::make_unique<Metrics>(*registry_, context_.name, context_.metrics)),
-      fence_sha_(script_sha1(kFenceScript)) {}
+      fence_sha_(script_sha1(kFenceScript)),
+      connector_(config_.connection, config_.cluster) {}
 
 RedisSink::~RedisSink() { stop(); }
 
@@ -116,7 +118,7 @@ Status RedisSink::start() {
 
 Status RedisSink::ensure_connected() {
   if (connection_ != nullptr) return ok();
-  auto opened = Connection::open(config_.connection, &stopping_);
+  auto opened = connector_.open(&stopping_);
   if (!opened) return tl::unexpected(opened.error());
   connection_ = std::move(*opened);
   if (config_.fence_ttl) return load_fence_script();
@@ -124,18 +126,12 @@ Status RedisSink::ensure_connected() {
 }
 
 Status RedisSink::load_fence_script() {
-  auto reply = connection_->call({"SCRIPT", "LOAD", kFenceScript});
-  if (!reply) {
+  auto loaded = connection_->load_script(kFenceScript);
+  if (!loaded) {
     connection_.reset();
-    return tl::unexpected(reply.error());
+    return tl::unexpected(loaded.error());
   }
-  if (is_error(**reply)) {
-    auto message = reply_text(**reply);
-    return tl::unexpected(Error{"Redis " + config_.connection.describe() +
-                                    ": SCRIPT LOAD of the fence script failed: " + message,
-                                classify_error(message) == ReplyErrorKind::kRetryable});
-  }
-  if (reply_text(**reply) != fence_sha_) {
+  if (*loaded != fence_sha_) {
     return fail("Redis " + config_.connection.describe() +
                 ": SCRIPT LOAD answered an unexpected digest for the fence script");
   }
@@ -179,26 +175,32 @@ Status RedisSink::plan_change(const Batch& batch, std::size_t index,
   }
   if (keys.empty()) return ok();
 
-  PlannedCommand command;
-  command.change = index;
-  command.keys = keys.size();
   const std::string verb = config_.command == DeleteCommand::kDel ? "DEL" : "UNLINK";
-  if (config_.fence_ttl) {
-    command.args.reserve(keys.size() * 2 + 6);
-    command.args = {"EVALSHA", fence_sha_, std::to_string(keys.size() * 2)};
-    for (auto& key : keys) {
-      command.args.push_back(key);
-      command.args.push_back(fence_key(key));
+  // In a cluster a command's keys must share a hash slot: one command per slot. A fence key
+  // shares its key's slot (fence.h).
+  auto groups = config_.cluster ? group_by_slot(std::move(keys))
+                                : std::vector<std::vector<std::string>>{std::move(keys)};
+  for (auto& slot_keys : groups) {
+    PlannedCommand command;
+    command.change = index;
+    command.keys = slot_keys.size();
+    if (config_.fence_ttl) {
+      command.args.reserve(slot_keys.size() * 2 + 6);
+      command.args = {"EVALSHA", fence_sha_, std::to_string(slot_keys.size() * 2)};
+      for (auto& key : slot_keys) {
+        command.args.push_back(key);
+        command.args.push_back(fence_key(key));
+      }
+      command.args.push_back(fence_position(change.lsn, change.seq));
+      command.args.push_back(std::to_string(config_.fence_ttl->count()));
+      command.args.push_back(verb);
+    } else {
+      command.args.reserve(slot_keys.size() + 1);
+      command.args.push_back(verb);
+      for (auto& key : slot_keys) command.args.push_back(std::move(key));
     }
-    command.args.push_back(fence_position(change.lsn, change.seq));
-    command.args.push_back(std::to_string(config_.fence_ttl->count()));
-    command.args.push_back(verb);
-  } else {
-    command.args.reserve(keys.size() + 1);
-    command.args.push_back(verb);
-    for (auto& key : keys) command.args.push_back(std::move(key));
+    out.push_back(std::move(command));
   }
-  out.push_back(std::move(command));
   return ok();
 }
 

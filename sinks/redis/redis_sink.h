@@ -16,6 +16,7 @@
 #include "daemon/plugin/registry.h"
 #include "daemon/plugin/sink.h"
 #include "daemon/redis/redis_connection.h"
+#include "daemon/redis/redis_connector.h"
 #include "sinks/common/pending_writes.h"
 #include "sinks/redis/redis_sink_config.h"
 
@@ -76,7 +77,8 @@ class RedisSink final : public Sink {
 
   // Held by write() from a batch's first command to its last reply.
   std::timed_mutex mutex_;
-  std::unique_ptr<Connection> connection_;
+  Connector connector_;  // a server, or a Redis Cluster (cluster: true)
+  std::unique_ptr<Client> connection_;
   bool started_ = false;
 
   PendingWrites pending_;

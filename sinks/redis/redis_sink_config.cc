@@ -45,11 +45,6 @@ void read_key_rules(config::Node& options, RedisSinkConfig& config) {
 // Options of the contract that this build does not implement yet: refused by name, so a
 // configuration never silently runs without them.
 void refuse_unimplemented(config::Node& options) {
-  if (options.boolean("cluster").value_or(false)) {
-    options.error_at("cluster",
-                     "Redis Cluster is not supported yet; point url at a standalone "
-                     "server or a primary");
-  }
   for (const char* name : {"double_delete", "publish", "stream"}) {
     if (options.has(name)) {
       options.child(name).error(std::string(name) + " is not supported yet");
@@ -63,6 +58,10 @@ std::optional<RedisSinkConfig> parse_redis_sink_config(config::Node& options) {
   const auto errors_before = options.diagnostics().errors();
   RedisSinkConfig config;
   if (auto connection = parse_connection_options(options)) config.connection = *connection;
+  config.cluster = options.boolean("cluster").value_or(false);
+  if (config.cluster && config.connection.database != 0) {
+    options.error_at("url", "a Redis Cluster has only database 0; drop the URL's /db");
+  }
   options.one_of("mode", {"invalidate"});
   read_key_rules(options, config);
   auto command = options.one_of("command", {"unlink", "del"}).value_or("unlink");

@@ -22,6 +22,7 @@ enum class DeleteCommand { kUnlink, kDel };
 
 struct RedisSinkConfig {
   ConnectionSettings connection;
+  bool cluster = false;       // url names one node of a Redis Cluster
   std::vector<KeyRule> keys;  // first match wins
   DeleteCommand command = DeleteCommand::kUnlink;
   // With a fence, each invalidation records the change's position for the key, so that a
