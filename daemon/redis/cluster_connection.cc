@@ -209,13 +209,17 @@ void ClusterConnection::append(const Command& command) {
   if (requests_.empty() && refresh_due_) refresh_slot_map();
   Request& request = requests_.emplace_back();
   request.command = command;
-  Node* node = any_node();
+  Node* node = nullptr;
   if (auto key = routing_key(command)) {
     request.slot = key_slot(*key);
     const auto slot = static_cast<std::size_t>(request.slot);
     // A slot no master serves goes to any node: it answers MOVED or CLUSTERDOWN.
-    if (unanswered_[slot]++ == 0) sent_to_[slot] = slot_owner_[slot] ? slot_owner_[slot] : node;
+    if (unanswered_[slot]++ == 0) {
+      sent_to_[slot] = slot_owner_[slot] ? slot_owner_[slot] : any_node();
+    }
     node = sent_to_[slot];
+  } else {
+    node = any_node();
   }
   if (node == nullptr) {
     request.failure = Error{"Redis cluster: no node known", true};

@@ -422,6 +422,39 @@ TEST(RedisClusterConnection, KeepsPerKeyOrderThroughAReshard) {
   }
 }
 
+// A command appended while an earlier one of its slot awaits its redirection goes where the
+// earlier one went, and so is redirected after it: "1,2,3", never "1,3,2".
+TEST(RedisClusterConnection, ACommandAppendedDuringARedirectionStaysBehindIt) {
+  RedisCluster cluster;
+  auto settings = redis::parse_url(cluster.url());
+  ASSERT_TRUE(settings);
+  auto opened =
+      redis::ClusterConnection::open(*settings, {{"127.0.0.1", cluster.node(0).port()}}, nullptr);
+  ASSERT_TRUE(opened) << opened.error().message;
+  auto& connection = **opened;
+  const std::string key = "list:order";
+  const int slot = redis::key_slot(key);
+  const int from = cluster.owner_of(slot);
+  const int to = (from + 1) % cluster.size();
+  // The connection's map still names `from`: every command below is first answered MOVED.
+  cluster.begin_slot_migration(slot, from, to);
+  cluster.finish_slot_migration(slot, from, to);
+  cluster.wait_until_healthy();
+  connection.append({"RPUSH", key, "1"});
+  connection.append({"RPUSH", key, "2"});
+  auto first = connection.read_reply();
+  ASSERT_TRUE(first) << first.error().message;
+  EXPECT_EQ(describe(**first), "1");
+  connection.append({"RPUSH", key, "3"});
+  auto second = connection.read_reply();
+  auto third = connection.read_reply();
+  ASSERT_TRUE(second && third);
+  EXPECT_EQ(describe(**second), "2");
+  EXPECT_EQ(describe(**third), "3");
+  PlainClusterClient client(cluster);
+  EXPECT_EQ(client.run({"LRANGE", key, "0", "-1"}), "[1,2,3]");
+}
+
 TEST(RedisClusterRestart, ANodeKilledAndRestartedMidStreamLosesNothing) {
   RedisClusterOptions options;
   options.node.persistent = true;  // the restarted node keeps its keys: they must still go
@@ -462,6 +495,34 @@ TEST(RedisClusterRestart, ANodeKilledAndRestartedMidStreamLosesNothing) {
     ASSERT_FALSE(client.exists("user:" + std::to_string(id))) << id;
   }
   EXPECT_GT(metric(metrics, "cdcd_sink_retries_total"), 0);
+}
+
+TEST(RedisClusterTls, InvalidatesOverTlsWithAuthOnEveryNode) {
+  RedisClusterOptions options;
+  options.node.tls = true;  // the cluster bus too (tls-cluster yes)
+  options.node.password = "cluster-pw";
+  RedisCluster cluster(options);
+  constexpr int kKeys = 30;
+  for (int id = 0; id < kKeys; ++id) cluster.cli({"SET", "user:" + std::to_string(id), "v"});
+  for (int n = 0; n < cluster.size(); ++n) {
+    EXPECT_GT(std::stol(cluster.node(n).cli({"DBSIZE"})), 0) << "node " << n;
+  }
+  Metrics metrics;
+  auto sink = started_sink("url: " + cluster.url() +
+                               "\ncluster: true\ntls: {ca_file: " + cluster.node(0).ca_file() +
+                               "}\nkeys: {\"*\": \"user:{key.id}\"}\nfence: {ttl: 1m}\n",
+                           metrics);
+  ASSERT_NE(sink, nullptr);
+  std::vector<Change> changes;
+  for (int id = 0; id < kKeys; ++id)
+    changes.push_back(
+        change_of(static_cast<std::uint64_t>(id) + 1, static_cast<std::uint64_t>(id)));
+  auto report = write_and_wait(*sink, batch_of(changes));
+  ASSERT_FALSE(report.failure) << report.failure->message;
+  ASSERT_TRUE(report.rejected.empty()) << report.rejected[0].reason;
+  for (int id = 0; id < kKeys; ++id) {
+    EXPECT_EQ(cluster.cli({"EXISTS", "user:" + std::to_string(id)}), "0") << id;
+  }
 }
 
 // The conformance suite needs one ordered stream: a cluster orders commands per slot only, so its

@@ -19,6 +19,16 @@ int free_cluster_port() {
   throw std::runtime_error("no free port <= 55535 for a cluster node");
 }
 
+// A throwaway self-signed certificate for 127.0.0.1: DIR/cert.pem and DIR/key.pem.
+void make_certificate(const TempDir& dir) {
+  std::string output;
+  int code = run_command({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                          "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                          "-keyout", dir.file("key.pem"), "-out", dir.file("cert.pem")},
+                         &output);
+  if (code != 0) throw std::runtime_error("openssl req failed: " + output);
+}
+
 std::string trimmed(std::string text) {
   while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
   return text;
@@ -28,7 +38,7 @@ std::string trimmed(std::string text) {
 
 RedisServer::RedisServer(RedisServerOptions options) : options_(std::move(options)) {
   port_ = options_.cluster_node ? free_cluster_port() : free_port();
-  if (options_.tls) make_certificate();
+  if (options_.tls && options_.certificate_dir.empty()) make_certificate(dir_);
   start();
 }
 
@@ -38,15 +48,6 @@ RedisServer::~RedisServer() {
     process_->signal(SIGKILL);
     process_->wait(std::chrono::seconds(10));
   }
-}
-
-void RedisServer::make_certificate() {
-  std::string output;
-  int code = run_command({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                          "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                          "-keyout", dir_.file("key.pem"), "-out", dir_.file("cert.pem")},
-                         &output);
-  if (code != 0) throw std::runtime_error("openssl req failed: " + output);
 }
 
 std::string RedisServer::url() const {
@@ -81,10 +82,10 @@ void RedisServer::start() {
                                 dir_.path(),           "--save", "",          "--logfile",
                                 dir_.file("redis.log")};
   if (options_.tls) {
-    argv.insert(argv.end(),
-                {"--port", "0", "--tls-port", std::to_string(port_), "--tls-cert-file",
-                 dir_.file("cert.pem"), "--tls-key-file", dir_.file("key.pem"),
-                 "--tls-ca-cert-file", dir_.file("cert.pem"), "--tls-auth-clients", "no"});
+    argv.insert(argv.end(), {"--port", "0", "--tls-port", std::to_string(port_), "--tls-cert-file",
+                             ca_file(), "--tls-key-file", certificate_dir() + "/key.pem",
+                             "--tls-ca-cert-file", ca_file(), "--tls-auth-clients", "no"});
+    if (options_.cluster_node) argv.insert(argv.end(), {"--tls-cluster", "yes"});
   } else {
     argv.insert(argv.end(), {"--port", std::to_string(port_)});
   }
@@ -148,10 +149,14 @@ std::string RedisServer::log() const {
   }
 }
 
-RedisCluster::RedisCluster(RedisClusterOptions options) {
-  options.node.cluster_node = true;
-  for (int i = 0; i < 3; ++i) nodes_.push_back(std::make_unique<RedisServer>(options.node));
-  if (options.all_slots_on_first_node) {
+RedisCluster::RedisCluster(RedisClusterOptions options) : options_(std::move(options)) {
+  options_.node.cluster_node = true;
+  if (options_.node.tls) {
+    make_certificate(certificates_);
+    options_.node.certificate_dir = certificates_.path();
+  }
+  for (int i = 0; i < 3; ++i) nodes_.push_back(std::make_unique<RedisServer>(options_.node));
+  if (options_.all_slots_on_first_node) {
     create_on_first_node();
   } else {
     create_with_redis_cli();
@@ -162,6 +167,10 @@ RedisCluster::RedisCluster(RedisClusterOptions options) {
 void RedisCluster::create_with_redis_cli() {
   std::vector<std::string> create{"redis-cli", "--cluster", "create"};
   for (auto& node : nodes_) create.push_back("127.0.0.1:" + std::to_string(node->port()));
+  if (options_.node.tls) create.insert(create.end(), {"--tls", "--cacert", nodes_[0]->ca_file()});
+  if (options_.node.password) {
+    create.insert(create.end(), {"--no-auth-warning", "-a", *options_.node.password});
+  }
   create.insert(create.end(), {"--cluster-replicas", "0", "--cluster-yes"});
   std::string output;
   if (run_command(create, &output, std::chrono::seconds(120)) != 0) {

@@ -17,6 +17,9 @@ struct RedisServerOptions {
   bool persistent = false;
   std::optional<std::string> password;  // requirepass
   bool cluster_node = false;            // cluster-enabled (see RedisCluster)
+  // With tls: take cert.pem and key.pem from this directory (shared by a cluster's nodes, whose
+  // cluster bus then runs over TLS too) instead of making a pair of its own.
+  std::string certificate_dir;
   std::vector<std::string> extra_args;
 };
 
@@ -33,7 +36,7 @@ class RedisServer {
   // redis:// (or rediss://) URL, with the password when one is set.
   std::string url() const;
   // For TLS servers: the certificate to trust (ca_file).
-  std::string ca_file() const { return dir_.file("cert.pem"); }
+  std::string ca_file() const { return certificate_dir() + "/cert.pem"; }
   const std::string& dir() const { return dir_.path(); }
 
   void start();  // waits until it answers PING
@@ -55,7 +58,9 @@ class RedisServer {
 
  private:
   std::vector<std::string> cli_prefix() const;
-  void make_certificate();
+  std::string certificate_dir() const {
+    return options_.certificate_dir.empty() ? dir_.path() : options_.certificate_dir;
+  }
 
   RedisServerOptions options_;
   TempDir dir_;
@@ -100,6 +105,8 @@ class RedisCluster {
   void create_with_redis_cli();
   void create_on_first_node();
 
+  RedisClusterOptions options_;
+  TempDir certificates_;  // with node.tls: one certificate for every node
   std::vector<std::unique_ptr<RedisServer>> nodes_;
 };
 
