@@ -16,9 +16,13 @@
 #include <gtest/gtest.h>
 #include <prometheus/text_serializer.h>
 
+#include <yaml-cpp/yaml.h>
+
+#include "daemon/config/node.h"
 #include "daemon/metrics/metrics.h"
 #include "daemon/redis/cluster_connection.h"
 #include "daemon/redis/cluster_slots.h"
+#include "sinks/redis/redis_sink_config.h"
 #include "tests/support/redis_server.h"
 #include "tests/support/sink_conformance.h"
 #include "tests/support/test_util.h"
@@ -216,6 +220,26 @@ TEST(RedisClusterSlots, RoutingKeyAndGroupingBySlot) {
   ASSERT_EQ(groups.size(), 2u);
   EXPECT_EQ(groups[0], (std::vector<std::string>{"a{x}", "c{x}"}));
   EXPECT_EQ(groups[1], (std::vector<std::string>{"b", "d{b}"}));
+}
+
+std::string config_errors(const std::string& yaml) {
+  config::Diagnostics diagnostics;
+  auto context = std::make_shared<config::ParseContext>();
+  context->file = "cdcd.yaml";
+  context->diagnostics = &diagnostics;
+  context->env = [](const std::string&) { return std::optional<std::string>(); };
+  config::Node options(YAML::Load(yaml), "sinks.cache", context);
+  auto config = redis::parse_redis_sink_config(options);
+  EXPECT_EQ(config.has_value(), diagnostics.errors() == 0);
+  return diagnostics.to_string();
+}
+
+TEST(RedisClusterConfig, ClusterTrueIsAcceptedAndADatabaseIsRefused) {
+  EXPECT_EQ(config_errors("url: redis://127.0.0.1:7000\ncluster: true\nkeys: {\"*\": \"k\"}\n"),
+            "");
+  EXPECT_NE(config_errors("url: redis://127.0.0.1:7000/2\ncluster: true\nkeys: {\"*\": \"k\"}\n")
+                .find("cdcd.yaml:1:6: error: sinks.cache.url: a Redis Cluster has only database 0"),
+            std::string::npos);
 }
 
 class RedisClusterSinkTest : public ::testing::Test {
