@@ -60,7 +60,9 @@ class PlainClusterClient {
   }
 
   std::string run(const std::vector<std::string>& args) {
-    int port = cluster_.node(0).port();
+    int first = 0;
+    while (first + 1 < cluster_.size() && !cluster_.node(first).running()) ++first;
+    int port = cluster_.node(first).port();
     bool asking = false;
     for (int hop = 0; hop < 10; ++hop) {
       if (asking) raw(port, {"ASKING"});
@@ -519,6 +521,54 @@ TEST(RedisClusterRestart, ANodeKilledAndRestartedMidStreamLosesNothing) {
     ASSERT_FALSE(client.exists("user:" + std::to_string(id))) << id;
   }
   EXPECT_GT(metric(metrics, "cdcd_sink_retries_total"), 0);
+}
+
+// The URL's node is gone for good; a new client starts from the masters the last one saw.
+TEST(RedisClusterRestart, RediscoversThroughAnotherMasterWhenTheUrlsNodeIsDown) {
+  RedisClusterOptions options;
+  // The other masters keep serving their slots while node 0 is down.
+  options.node.extra_args = {"--cluster-require-full-coverage", "no"};
+  RedisCluster cluster(options);
+  Metrics metrics;
+  auto sink = started_sink(
+      "url: " + cluster.url() + "\ncluster: true\ntimeout: 2s\nkeys: {\"*\": \"user:{key.id}\"}\n",
+      metrics);
+  ASSERT_NE(sink, nullptr);
+  cluster.node(0).kill();
+  // Node 1 restarts too: the sink's connection to it breaks, so it must discover the cluster anew.
+  cluster.node(1).kill();
+  cluster.node(1).start();
+  PlainClusterClient client(cluster);
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return cluster.node(1).cli({"CLUSTER", "INFO"}).find("cluster_state:ok") !=
+                   std::string::npos &&
+               cluster.node(2).cli({"CLUSTER", "INFO"}).find("cluster_state:ok") !=
+                   std::string::npos;
+      },
+      60s));
+  std::vector<Change> changes;
+  std::vector<std::string> keys;
+  for (std::uint64_t id = 0; keys.size() < 50; ++id) {
+    const std::string key = "user:" + std::to_string(id);
+    if (cluster.owner_of(redis::key_slot(key)) == 0) continue;
+    keys.push_back(key);
+    changes.push_back(change_of(id + 1, id));
+  }
+  for (const auto& key : keys) {
+    ASSERT_EQ(
+        client.raw(cluster.node(cluster.owner_of(redis::key_slot(key))).port(), {"SET", key, "v"}),
+        "OK");
+  }
+  auto done =
+      std::async(std::launch::async, [&] { return write_and_wait(*sink, batch_of(changes)); });
+  const bool acknowledged = done.wait_for(60s) == std::future_status::ready;
+  if (!acknowledged) sink->stop();  // unblocks the write, so that the test ends
+  ASSERT_TRUE(acknowledged) << "no new client could be opened";
+  auto report = done.get();
+  ASSERT_FALSE(report.failure) << report.failure->message;
+  ASSERT_TRUE(report.rejected.empty()) << report.rejected[0].reason;
+  for (const auto& key : keys) EXPECT_FALSE(client.exists(key)) << key;
 }
 
 TEST(RedisClusterTls, InvalidatesOverTlsWithAuthOnEveryNode) {

@@ -224,9 +224,10 @@ std::string RedisCluster::cli(const std::vector<std::string>& args) const {
 std::string RedisCluster::node_id(int index) { return node(index).cli({"CLUSTER", "MYID"}); }
 
 int RedisCluster::owner_of(int slot) {
-  const std::string id = node_id(0);
+  int asked = 0;
+  while (asked + 1 < size() && !node(asked).running()) ++asked;
   // CLUSTER SLOTS as redis-cli prints it: start, end, then host, port, id per node, one a line.
-  std::istringstream lines(node(0).cli({"CLUSTER", "SLOTS"}));
+  std::istringstream lines(node(asked).cli({"CLUSTER", "SLOTS"}));
   std::vector<std::string> fields;
   for (std::string line; std::getline(lines, line);) fields.push_back(line);
   for (std::size_t i = 0; i + 4 < fields.size();) {

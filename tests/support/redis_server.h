@@ -90,7 +90,7 @@ class RedisCluster {
   std::string cli(const std::vector<std::string>& args) const;
 
   std::string node_id(int index);
-  // The index of the node serving `slot`, as that node itself says (CLUSTER SLOTS of node 0).
+  // The index of the node serving `slot` (CLUSTER SLOTS of the first running node).
   int owner_of(int slot);
   // Moving a slot by hand, as redis-cli --cluster reshard does: begin (IMPORTING on the target,
   // MIGRATING on the source), move some of its keys (MIGRATE), finish (the rest of its keys, then
