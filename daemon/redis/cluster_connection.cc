@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <stdexcept>
 
 #include <hiredis/hiredis.h>
 
@@ -226,6 +227,30 @@ void ClusterConnection::append(const Command& command) {
     return;
   }
   send(request, *node);
+}
+
+void ClusterConnection::append_formatted(std::string_view commands) {
+  std::unique_ptr<redisReader, decltype(&redisReaderFree)> reader(redisReaderCreate(),
+                                                                  redisReaderFree);
+  if (reader == nullptr ||
+      redisReaderFeed(reader.get(), commands.data(), commands.size()) != REDIS_OK) {
+    throw std::bad_alloc();
+  }
+  while (true) {
+    void* parsed = nullptr;
+    // The caller formatted these commands itself: malformed RESP is a bug, not a server's fault.
+    if (redisReaderGetReply(reader.get(), &parsed) != REDIS_OK) {
+      throw std::logic_error("append_formatted: malformed RESP");
+    }
+    if (parsed == nullptr) return;
+    Reply array(static_cast<redisReply*>(parsed));
+    if (array->type != REDIS_REPLY_ARRAY) throw std::logic_error("append_formatted: not a command");
+    Command command;
+    command.reserve(array->elements);
+    for (std::size_t i = 0; i < array->elements; ++i)
+      command.push_back(reply_text(*array->element[i]));
+    append(command);
+  }
 }
 
 void ClusterConnection::send(Request& request, Node& node, bool reload_scripts) {

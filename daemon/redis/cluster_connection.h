@@ -47,6 +47,9 @@ class ClusterConnection final : public Client {
                                                          const std::atomic<bool>* abort);
 
   void append(const Command& command) override;
+  // Splits `commands` back into commands (hiredis' reply parser reads a RESP array of bulk strings
+  // like any reply) to route each by its key.
+  void append_formatted(std::string_view commands) override;
   Result<Reply> read_reply() override;
   Result<std::string> load_script(const std::string& script) override;
 

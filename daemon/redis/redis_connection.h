@@ -77,6 +77,9 @@ class Client {
  public:
   virtual ~Client() = default;
   virtual void append(const Command& command) = 0;
+  // Appends commands already in RESP, each an array of bulk strings (as a pipeline built ahead of
+  // the connection holds them), as if each had been append()ed.
+  virtual void append_formatted(std::string_view commands) = 0;
   virtual Result<Reply> read_reply() = 0;
   // append() then read_reply(), for one command.
   Result<Reply> call(const Command& command) {
@@ -109,6 +112,7 @@ class Connection final : public Client {
                                                   const std::atomic<bool>* abort = nullptr);
 
   void append(const Command& command) override;
+  void append_formatted(std::string_view commands) override { output_.append(commands); }
   // Sends what append() buffered and reads the next reply (an error reply is a reply, not an
   // Error: only I/O and protocol failures are).
   Result<Reply> read_reply() override;

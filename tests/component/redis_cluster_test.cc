@@ -448,6 +448,34 @@ TEST(RedisClusterConnection, KeepsPerKeyOrderThroughAReshard) {
   }
 }
 
+// A pipeline formatted ahead of the connection (as the sink builds it) is split and routed per
+// command, its replies in order.
+TEST(RedisClusterConnection, RoutesCommandsAppendedAsRespByTheirKeys) {
+  RedisCluster cluster;
+  auto settings = redis::parse_url(cluster.url());
+  ASSERT_TRUE(settings);
+  auto opened =
+      redis::ClusterConnection::open(*settings, {{"127.0.0.1", cluster.node(0).port()}}, nullptr);
+  ASSERT_TRUE(opened) << opened.error().message;
+  std::string resp;
+  for (int i = 0; i < 100; ++i) {
+    const std::string key = "k:" + std::to_string(i), value = "v" + std::to_string(i);
+    resp += "*3\r\n$3\r\nSET\r\n$" + std::to_string(key.size()) + "\r\n" + key + "\r\n$" +
+            std::to_string(value.size()) + "\r\n" + value + "\r\n";
+  }
+  (*opened)->append_formatted(resp);
+  for (int i = 0; i < 100; ++i) {
+    auto reply = (*opened)->read_reply();
+    ASSERT_TRUE(reply) << reply.error().message;
+    ASSERT_EQ(describe(**reply), "OK") << i;
+  }
+  PlainClusterClient client(cluster);
+  for (int i = 0; i < 100; ++i) {
+    EXPECT_EQ(client.run({"GET", "k:" + std::to_string(i)}), "v" + std::to_string(i));
+  }
+  for (int n = 0; n < cluster.size(); ++n) EXPECT_GT(std::stol(cluster.node(n).cli({"DBSIZE"})), 0);
+}
+
 // A command appended while an earlier one of its slot awaits its redirection goes where the
 // earlier one went, and so is redirected after it: "1,2,3", never "1,3,2".
 TEST(RedisClusterConnection, ACommandAppendedDuringARedirectionStaysBehindIt) {
