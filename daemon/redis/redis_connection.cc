@@ -449,9 +449,16 @@ Result<Reply> Connection::read_reply() {
   }
 }
 
-Result<Reply> Connection::call(const Command& command) {
-  append(command);
-  return read_reply();
+Result<std::string> Connection::load_script(const std::string& script) {
+  auto reply = call({"SCRIPT", "LOAD", script});
+  if (!reply) return tl::unexpected(reply.error());
+  if (is_error(**reply) || (*reply)->type != REDIS_REPLY_STRING) {
+    auto message = reply_text(**reply);
+    return tl::unexpected(
+        Error{"Redis " + settings_.describe() + ": SCRIPT LOAD failed: " + message,
+              classify_error(message) == ReplyErrorKind::kRetryable});
+  }
+  return reply_text(**reply);
 }
 
 }  // namespace cdcd::redis

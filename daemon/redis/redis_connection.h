@@ -68,6 +68,30 @@ std::string error_code(std::string_view message);
 
 using Command = std::vector<std::string>;
 
+// What a sink sends its commands through: one server (Connection) or a Redis Cluster
+// (ClusterConnection, daemon/redis/cluster_connection.h). Used by one thread at a time. Commands
+// are pipelined: append() buffers them, read_reply() sends what is buffered and returns the
+// replies in the order the commands were appended. An error reply is a reply; an Error (I/O,
+// protocol, timeout, abort) means the replies still owed are lost: the client is then unusable and
+// the caller opens a new one and resends what was not answered.
+class Client {
+ public:
+  virtual ~Client() = default;
+  virtual void append(const Command& command) = 0;
+  // Appends commands already in RESP, each an array of bulk strings (as a pipeline built ahead of
+  // the connection holds them), as if each had been append()ed.
+  virtual void append_formatted(std::string_view commands) = 0;
+  virtual Result<Reply> read_reply() = 0;
+  // append() then read_reply(), for one command.
+  Result<Reply> call(const Command& command) {
+    append(command);
+    return read_reply();
+  }
+  // SCRIPT LOAD on every server that may run the script (each cluster master, and any that joins
+  // later); returns its SHA-1 for EVALSHA. Only while no reply is owed.
+  virtual Result<std::string> load_script(const std::string& script) = 0;
+};
+
 // One connection to a Redis server, plain TCP or TLS, used by one thread at a time. Commands are
 // pipelined: append() formats them into an output buffer, read_reply() sends what is buffered and
 // returns the replies in order. Every wait is bounded by io_timeout and ends early (with a
@@ -77,9 +101,9 @@ using Command = std::vector<std::string>;
 // (redisFormatCommandArgv) and reply parser (redisReader) are what this class uses; only the byte
 // transport is its own, a socket or an OpenSSL session over it, so that plain and TLS connections
 // share one code path.
-class Connection {
+class Connection final : public Client {
  public:
-  ~Connection();
+  ~Connection() override;
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
@@ -88,14 +112,16 @@ class Connection {
   static Result<std::unique_ptr<Connection>> open(const ConnectionSettings& settings,
                                                   const std::atomic<bool>* abort = nullptr);
 
-  void append(const Command& command);
+  void append(const Command& command) override;
   // Appends commands already in RESP (e.g. from append_command()), sent by the next read_reply().
-  void append_formatted(std::string_view commands) { output_.append(commands); }
+  void append_formatted(std::string_view commands) override { output_.append(commands); }
   // Sends what append() buffered and reads the next reply (an error reply is a reply, not an
   // Error: only I/O and protocol failures are).
-  Result<Reply> read_reply();
-  // append() then read_reply(), for one command.
-  Result<Reply> call(const Command& command);
+  Result<Reply> read_reply() override;
+  Result<std::string> load_script(const std::string& script) override;
+  // Sends what append() buffered without waiting for a reply (a cluster client starts every
+  // node's pipeline before it waits on one of them).
+  Status send_buffered();
   std::size_t buffered_bytes() const { return output_.size() - output_sent_; }
   const ConnectionSettings& settings() const { return settings_; }
 
@@ -104,7 +130,6 @@ class Connection {
   Status connect_socket();
   Status handshake_tls();
   Status authenticate();
-  Status send_buffered();
   Status receive_some();
   // Waits until the socket is readable (or writable); false on timeout or abort.
   Status wait_for(bool writable, const char* doing);

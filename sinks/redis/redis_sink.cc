@@ -13,6 +13,7 @@
 
 #include "daemon/core/thread_name.h"
 #include "daemon/format/json_writer.h"
+#include "daemon/redis/cluster_slots.h"
 #include "sinks/redis/fence.h"
 
 namespace cdcd {
@@ -143,7 +144,8 @@ RedisSink::RedisSink(RedisSinkConfig config, SinkContext context)
       context_(std::move(context)),
       registry_(context_.registry ? context_.registry : std::make_shared<prometheus::Registry>()),
       metrics_(std::make_unique<Metrics>(*registry_, context_.name, context_.metrics)),
-      fence_sha_(script_sha1(kFenceScript)) {}
+      fence_sha_(script_sha1(kFenceScript)),
+      connector_(config_.connection, config_.cluster) {}
 
 RedisSink::~RedisSink() { stop(); }
 
@@ -160,7 +162,7 @@ Status RedisSink::start() {
 
 Status RedisSink::ensure_connected() {
   if (connection_ != nullptr) return ok();
-  auto opened = Connection::open(config_.connection, &stopping_);
+  auto opened = connector_.open(&stopping_);
   if (!opened) return tl::unexpected(opened.error());
   connection_ = std::move(*opened);
   if (config_.fence_ttl) return load_fence_script();
@@ -168,19 +170,12 @@ Status RedisSink::ensure_connected() {
 }
 
 Status RedisSink::load_fence_script() {
-  auto reply = connection_->call({"SCRIPT", "LOAD", kFenceScript});
-  if (!reply) {
+  auto loaded = connection_->load_script(kFenceScript);
+  if (!loaded) {
     connection_.reset();
-    return tl::unexpected(reply.error());
+    return tl::unexpected(loaded.error());
   }
-  if (is_error(**reply)) {
-    auto message = reply_text(**reply);
-    connection_.reset();
-    return tl::unexpected(Error{"Redis " + config_.connection.describe() +
-                                    ": SCRIPT LOAD of the fence script failed: " + message,
-                                classify_error(message) == ReplyErrorKind::kRetryable});
-  }
-  if (reply_text(**reply) != fence_sha_) {
+  if (*loaded != fence_sha_) {
     connection_.reset();
     return fail("Redis " + config_.connection.describe() +
                 ": SCRIPT LOAD answered an unexpected digest for the fence script");
@@ -284,33 +279,15 @@ Status RedisSink::plan_change(Pending& pending, std::size_t index, Scratch& scra
   }
   const std::span<const std::string> keys(scratch.keys.data(), scratch.key_count);
 
-  const std::string_view verb = config_.command == DeleteCommand::kDel ? "DEL" : "UNLINK";
   if (config_.mode == SinkMode::kInvalidate && !keys.empty()) {
-    if (config_.fence_ttl) {
-      scratch.fences.resize(std::max(scratch.fences.size(), keys.size()));
-      for (std::size_t k = 0; k < keys.size(); ++k) scratch.fences[k] = fence_key(keys[k]);
-      const std::string count = std::to_string(keys.size() * 2);
-      const std::string position = fence_position(change.lsn, change.seq);
-      const std::string ttl = std::to_string(config_.fence_ttl->count());
-      args.assign({"EVALSHA", fence_sha_, count});
-      for (std::size_t k = 0; k < keys.size(); ++k) {
-        args.push_back(keys[k]);
-        args.push_back(scratch.fences[k]);
+    if (config_.cluster) {
+      // In a cluster a command's keys must share a hash slot: one command per slot. A fence key
+      // shares its key's slot (fence.h).
+      for (const auto& slot_keys : group_by_slot({keys.begin(), keys.end()})) {
+        plan_invalidation(pending, index, slot_keys, scratch);
       }
-      args.insert(args.end(), {position, ttl, verb});
-      add_command(pending, args, CommandKind::kFencedDelete, index, keys.size());
     } else {
-      args.assign({verb});
-      args.insert(args.end(), keys.begin(), keys.end());
-      add_command(pending, args, CommandKind::kDelete, index, keys.size());
-    }
-    if (config_.double_delete) {
-      // The second delete is a plain one: the fence already holds this change's position, so
-      // the fence script would leave the key alone; deleting a key never makes it stale.
-      args.assign({verb});
-      args.insert(args.end(), keys.begin(), keys.end());
-      if (!pending.second_deletes) pending.second_deletes = std::make_unique<Pending>();
-      add_command(*pending.second_deletes, args, CommandKind::kSecondDelete, index, keys.size());
+      plan_invalidation(pending, index, keys, scratch);
     }
   }
 
@@ -336,6 +313,39 @@ Status RedisSink::plan_change(Pending& pending, std::size_t index, Scratch& scra
     add_command(pending, args, CommandKind::kPublish, index, 0);
   }
   return ok();
+}
+
+void RedisSink::plan_invalidation(Pending& pending, std::size_t index,
+                                  std::span<const std::string> keys, Scratch& scratch) {
+  const Change& change = pending.batch->changes[index];
+  auto& args = scratch.args;
+  const std::string_view verb = config_.command == DeleteCommand::kDel ? "DEL" : "UNLINK";
+  if (config_.fence_ttl) {
+    scratch.fences.resize(std::max(scratch.fences.size(), keys.size()));
+    for (std::size_t k = 0; k < keys.size(); ++k) scratch.fences[k] = fence_key(keys[k]);
+    const std::string count = std::to_string(keys.size() * 2);
+    const std::string position = fence_position(change.lsn, change.seq);
+    const std::string ttl = std::to_string(config_.fence_ttl->count());
+    args.assign({"EVALSHA", fence_sha_, count});
+    for (std::size_t k = 0; k < keys.size(); ++k) {
+      args.push_back(keys[k]);
+      args.push_back(scratch.fences[k]);
+    }
+    args.insert(args.end(), {position, ttl, verb});
+    add_command(pending, args, CommandKind::kFencedDelete, index, keys.size());
+  } else {
+    args.assign({verb});
+    args.insert(args.end(), keys.begin(), keys.end());
+    add_command(pending, args, CommandKind::kDelete, index, keys.size());
+  }
+  if (config_.double_delete) {
+    // The second delete is a plain one: the fence already holds this change's position, so
+    // the fence script would leave the key alone; deleting a key never makes it stale.
+    args.assign({verb});
+    args.insert(args.end(), keys.begin(), keys.end());
+    if (!pending.second_deletes) pending.second_deletes = std::make_unique<Pending>();
+    add_command(*pending.second_deletes, args, CommandKind::kSecondDelete, index, keys.size());
+  }
 }
 
 void RedisSink::write(BatchPtr batch, AckFn ack) {

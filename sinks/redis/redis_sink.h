@@ -17,6 +17,7 @@
 #include "daemon/plugin/registry.h"
 #include "daemon/plugin/sink.h"
 #include "daemon/redis/redis_connection.h"
+#include "daemon/redis/redis_connector.h"
 #include "sinks/common/pending_writes.h"
 #include "sinks/redis/redis_sink_config.h"
 
@@ -111,6 +112,9 @@ class RedisSink final : public Sink {
   PendingPtr plan(BatchPtr batch, AckFn ack);
   // Appends the commands of one change; fails when a row image is not a JSON object.
   Status plan_change(Pending& pending, std::size_t index, Scratch& scratch);
+  // The deletes (fenced or not, and the second ones) of `keys` of change `index`.
+  void plan_invalidation(Pending& pending, std::size_t index, std::span<const std::string> keys,
+                         Scratch& scratch);
   static void add_command(Pending& pending, std::span<const std::string_view> args,
                           CommandKind kind, std::size_t change, std::size_t keys);
 
@@ -154,7 +158,8 @@ class RedisSink final : public Sink {
   bool started_ = false;
 
   // Owned by the pipeline thread.
-  std::unique_ptr<Connection> connection_;
+  Connector connector_;  // a server, or a Redis Cluster (cluster: true)
+  std::unique_ptr<Client> connection_;
   std::deque<PendingPtr> in_flight_;
   std::size_t send_index_ = 0;     // the first entry of in_flight_ with unsent commands
   std::size_t unreplied_ = 0;      // commands sent whose reply has not been read

@@ -111,10 +111,9 @@ std::optional<RedisSinkConfig> parse_redis_sink_config(config::Node& options) {
   const auto errors_before = options.diagnostics().errors();
   RedisSinkConfig config;
   if (auto connection = parse_connection_options(options)) config.connection = *connection;
-  if (options.boolean("cluster").value_or(false)) {
-    options.error_at("cluster",
-                     "Redis Cluster is not supported yet; point url at a standalone "
-                     "server or a primary");
+  config.cluster = options.boolean("cluster").value_or(false);
+  if (config.cluster && config.connection.database != 0) {
+    options.error_at("url", "a Redis Cluster has only database 0; drop the URL's /db");
   }
   auto mode = options.one_of("mode", {"invalidate", "stream", "publish"}).value_or("invalidate");
   config.mode = mode == "stream"    ? SinkMode::kStream

@@ -36,6 +36,7 @@ struct StreamSettings {
 
 struct RedisSinkConfig {
   ConnectionSettings connection;
+  bool cluster = false;  // url names one node of a Redis Cluster
   SinkMode mode = SinkMode::kInvalidate;
   std::vector<KeyRule> keys;  // first match wins
   DeleteCommand command = DeleteCommand::kUnlink;
