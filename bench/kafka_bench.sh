@@ -8,7 +8,8 @@
 # the sink's cost from the rest of cdcd's.
 # Usage: bench/kafka_bench.sh [COUNT] [RUNS]      (BUILD_DIR overrides the build directory)
 # FORMAT=debezium (default native) makes cdcd write the `debezium` format, DEBEZIUM_SCHEMAS=true
-# its {schema, payload} form; kcat still sends the native lines and the sink-alone figure stays
+# its {schema, payload} form, DEBEZIUM_TRANSACTIONS=true adds transaction metadata (BEGIN/END records
+# on <source>.transaction and the transaction block); kcat still sends the native lines and the sink-alone figure stays
 # native. SKIP_BUILD=1 uses BUILD_DIR as it is (e.g. to compare two builds of the same type).
 set -euo pipefail
 count=${1:-1000000}
@@ -26,6 +27,7 @@ trap cleanup EXIT
 command -v kcat >/dev/null || { echo "kcat is required (apt-get install kcat)" >&2; exit 2; }
 format=${FORMAT:-native}
 debezium_schemas=${DEBEZIUM_SCHEMAS:-false}
+debezium_transactions=${DEBEZIUM_TRANSACTIONS:-false}
 if [ -z "${SKIP_BUILD:-}" ]; then
   cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCDCD_TESTS=ON \
     -DCDCD_BENCH=ON >/dev/null
@@ -73,8 +75,8 @@ sinks:
     topic: bench.cdcd.$run
     format: $format
 YAML
-    if [ "$debezium_schemas" = true ]; then
-      echo "    debezium: {schemas: true}"
+    if [ "$debezium_schemas" = true ] || [ "$debezium_transactions" = true ]; then
+      echo "    debezium: {schemas: $debezium_schemas, provide.transaction.metadata: $debezium_transactions}"
     fi
     cat <<YAML
     tombstones: false   # kcat sends one message per line: compare the same messages

@@ -98,6 +98,11 @@ struct Batch {
   std::string connector;    // the source's type, e.g. "jsonl", "postgres"
   std::vector<Change> changes;
   std::size_t bytes = 0;
+  // The lsn of the last transaction the consumer saw end while the batch was open (0: none): every
+  // change of it is in this batch or an earlier one. Sinks that write transaction metadata
+  // (Sink::tracks_transactions) close it with it; for them the consumer writes a batch without
+  // changes when a transaction ends after its last change went out in an earlier batch.
+  std::uint64_t transaction_ended_lsn = 0;
 };
 
 using BatchPtr = std::shared_ptr<const Batch>;

@@ -328,6 +328,20 @@ bool update_without_old_image(const Change& change, const EntityPlan& plan) {
   return false;
 }
 
+void append_transaction_block(std::string& out, const TransactionBlock* block) {
+  if (block == nullptr) {
+    out += "null";
+    return;
+  }
+  out += "{\"id\":";
+  json::append_string(out, block->id);
+  out += ",\"total_order\":";
+  json::append_integer(out, block->total_order);
+  out += ",\"data_collection_order\":";
+  json::append_integer(out, block->data_collection_order);
+  out += '}';
+}
+
 const EntityPlan* plan_of(const Change& change, const EncodeContext& context,
                           const DebeziumOptions& options) {
   if (!change.schema) return nullptr;
@@ -357,7 +371,9 @@ void encode_debezium(const Change& change, const EncodeContext& context, std::st
              &change.unchanged_columns);
   out += ",\"source\":";
   append_source(change, context, options, out);
-  out += ",\"transaction\":null,\"op\":\"";
+  out += ",\"transaction\":";
+  append_transaction_block(out, context.transaction);
+  out += ",\"op\":\"";
   out += op_code(change.operation);
   out += "\",\"ts_ms\":";
   json::append_integer(out, floor_div(context.processed_at_us, 1000));

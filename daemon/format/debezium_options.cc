@@ -62,9 +62,40 @@ std::optional<DebeziumOptions> parse_debezium_options(config::Node& sink_options
   }
   options.schemas = node.boolean("schemas").value_or(false);
   options.topic_prefix = node.string("topic.prefix").value_or("");
+  options.transaction_metadata = node.boolean("provide.transaction.metadata").value_or(false);
+  options.transaction_topic = node.string("topic.transaction").value_or("transaction");
+  // Debezium's bound is an int of milliseconds; a day between heartbeats is already no heartbeat.
+  if (auto interval = node.integer("heartbeat.interval.ms", 0, 86'400'000)) {
+    options.heartbeat_interval = std::chrono::milliseconds(*interval);
+  }
+  options.heartbeat_topic_prefix =
+      node.string("topic.heartbeat.prefix").value_or("__debezium-heartbeat");
   node.check_unknown_keys();
   if (node.diagnostics().errors() != errors_before) return std::nullopt;
   return options;
+}
+
+std::optional<SinkFormat> parse_sink_format(config::Node& sink_options, Format default_format,
+                                            const SinkFormatSupport& support) {
+  const std::size_t errors_before = sink_options.diagnostics().errors();
+  SinkFormat parsed;
+  auto name = sink_options.one_of("format", {"native", "debezium", "mongodb"});
+  parsed.format = parse_format(name.value_or("")).value_or(default_format);
+  auto debezium = parse_debezium_options(sink_options);
+  if (debezium) parsed.debezium = std::move(*debezium);
+  if (sink_options.has("debezium") && parsed.format != Format::kDebezium) {
+    // The options would silently do nothing.
+    sink_options.error_at("debezium", "applies only with format: debezium (the format is " +
+                                          std::string(to_string(parsed.format)) + ")");
+  }
+  if (!support.heartbeats && parsed.debezium.heartbeat_interval.count() > 0) {
+    config::Node node = sink_options.child("debezium");
+    node.error_at("heartbeat.interval.ms",
+                  "this sink cannot send heartbeats (only the kafka sink writes them to their "
+                  "topic); remove it or set 0");
+  }
+  if (sink_options.diagnostics().errors() != errors_before) return std::nullopt;
+  return parsed;
 }
 
 }  // namespace cdcd

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -39,6 +40,20 @@ struct DebeziumOptions {
   bool schemas = false;
   // Debezium's topic.prefix, the first part of struct names; empty: the source's config name.
   std::string topic_prefix;
+  // provide.transaction.metadata: BEGIN/END records on <prefix>.<topic.transaction> and the
+  // `transaction` block in every change event (docs/formats.md).
+  bool transaction_metadata = false;
+  std::string transaction_topic = "transaction";
+  // heartbeat.interval.ms (zero: none): records on <topic.heartbeat.prefix>.<prefix>.
+  std::chrono::milliseconds heartbeat_interval{0};
+  std::string heartbeat_topic_prefix = "__debezium-heartbeat";
+};
+
+// A change's place in its transaction: Debezium's `transaction` block (event.block).
+struct TransactionBlock {
+  std::string_view id;
+  std::uint64_t total_order = 0;
+  std::uint64_t data_collection_order = 0;
 };
 
 // What an encoder needs to know beyond the change itself.
@@ -47,6 +62,8 @@ struct EncodeContext {
   std::string_view connector;    // the source's type (Debezium source.connector)
   std::int64_t processed_at_us = 0;  // when the sink serialized it (Debezium's top-level ts_ms)
   const DebeziumOptions* debezium = nullptr;  // null: Debezium's defaults
+  // The change's `transaction` block (debezium with transaction metadata); null: `null`.
+  const TransactionBlock* transaction = nullptr;
 };
 
 // Appends one serialized change, as a single line of compact JSON without the newline.

@@ -68,6 +68,9 @@ Consumer::Consumer(ConsumerSetup setup)
     commit_to_ack_.push_back(&setup_.metrics->commit_to_ack(name(), sink.name));
   }
   inbox_->wake = &queue_;
+  for (const auto& sink : setup_.sinks) {
+    if (sink.sink->tracks_transactions()) tracks_transactions_ = true;
+  }
   status_.name = name();
   status_.source = setup_.config.source;
 }
@@ -226,6 +229,9 @@ void Consumer::handle(SourceEvent&& event) {
   if (auto* change = std::get_if<Change>(&event)) {
     add_change(std::move(*change));
   } else if (auto* end = std::get_if<TransactionEnd>(&event)) {
+    // Before the ledger's transaction end: a batch that says so must be delivered before the
+    // checkpoint may pass the transaction.
+    note_transaction_end(*end);
     ledger_.add_transaction_end(
         Checkpoint{end->lsn, end->offset, end->timestamp_us, 0, end->segment});
   } else {
@@ -249,19 +255,36 @@ void Consumer::release_handled_bytes() {
   handled_bytes_ = 0;
 }
 
-void Consumer::add_change(Change&& change) {
-  if (!open_batch_) {
-    wait_for_delivery_room();
-    if (state_ != ConsumerState::kRunning || aborted_) return;
-    open_batch_ = std::make_shared<Batch>();
-    open_batch_->id = next_batch_id_++;
-    open_batch_->consumer = name();
-    open_batch_->source_name = setup_.config.source;
-    open_batch_->connector = setup_.source_type;
-    open_batch_->changes.reserve(std::min<std::size_t>(setup_.config.batch.max_events, 4096));
-    open_entry_ = ledger_.add_delivery(setup_.sinks.size(), change.timestamp_us);
-    open_since_ = Clock::now();
+bool Consumer::open_new_batch(std::int64_t timestamp_us) {
+  wait_for_delivery_room();
+  if (state_ != ConsumerState::kRunning || aborted_) return false;
+  open_batch_ = std::make_shared<Batch>();
+  open_batch_->id = next_batch_id_++;
+  open_batch_->consumer = name();
+  open_batch_->source_name = setup_.config.source;
+  open_batch_->connector = setup_.source_type;
+  open_batch_->changes.reserve(std::min<std::size_t>(setup_.config.batch.max_events, 4096));
+  open_entry_ = ledger_.add_delivery(setup_.sinks.size(), timestamp_us);
+  open_since_ = Clock::now();
+  return true;
+}
+
+void Consumer::note_transaction_end(const TransactionEnd& end) {
+  if (!tracks_transactions_) return;
+  if (open_batch_) {
+    open_batch_->transaction_ended_lsn = end.lsn;
+    return;
   }
+  if (unended_lsn_ != end.lsn) return;
+  // The transaction's last change went out in an earlier batch. Waiting for the next change to
+  // carry the news could take forever on an idle database: a batch without changes carries it
+  // (it stays open for max_wait, so changes that follow soon join it).
+  if (!open_new_batch(end.timestamp_us)) return;
+  open_batch_->transaction_ended_lsn = end.lsn;
+}
+
+void Consumer::add_change(Change&& change) {
+  if (!open_batch_ && !open_new_batch(change.timestamp_us)) return;
   open_batch_->bytes += change.byte_size();
   open_batch_->changes.push_back(std::move(change));
   if (open_batch_->changes.size() >= setup_.config.batch.max_events ||
@@ -307,8 +330,20 @@ void Consumer::flush_batch() {
   update_metrics();
   BatchPtr batch = std::move(open_batch_);
   open_batch_.reset();
+  if (tracks_transactions_) {
+    unended_lsn_.reset();
+    if (!batch->changes.empty() && batch->transaction_ended_lsn != batch->changes.back().lsn) {
+      unended_lsn_ = batch->changes.back().lsn;
+    }
+  }
   for (std::size_t i = 0; i < setup_.sinks.size(); ++i) {
-    setup_.sinks[i].sink->write(batch, make_ack(open_entry_, i, batch));
+    auto ack = make_ack(open_entry_, i, batch);
+    // A batch that only ends a transaction means nothing to a sink that does not track them.
+    if (batch->changes.empty() && !setup_.sinks[i].sink->tracks_transactions()) {
+      ack(DeliveryReport{});
+      continue;
+    }
+    setup_.sinks[i].sink->write(batch, std::move(ack));
   }
 }
 

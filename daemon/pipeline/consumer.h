@@ -117,6 +117,10 @@ class Consumer {
   void run();
   void handle(SourceEvent&& event);
   void add_change(Change&& change);
+  // Opens the batch that changes go into (waiting for room first); false once stopping.
+  bool open_new_batch(std::int64_t timestamp_us);
+  // Tells sinks that track transactions that one has ended (Sink::tracks_transactions).
+  void note_transaction_end(const TransactionEnd& end);
   void flush_batch();
   // `why` names what is dead-lettered and why, for the log.
   void write_dead_letter(Change&& letter, AckLedger::EntryId entry, const std::string& why);
@@ -155,6 +159,10 @@ class Consumer {
   AckLedger::EntryId open_entry_ = 0;
   std::chrono::steady_clock::time_point open_since_;
   std::uint64_t next_batch_id_ = 1;
+  // Some sink tracks transactions (Sink::tracks_transactions).
+  bool tracks_transactions_ = false;
+  // The transaction whose last written change went out without its end being known yet.
+  std::optional<std::uint64_t> unended_lsn_;
   std::optional<Checkpoint> last_saved_;
   std::chrono::steady_clock::time_point next_checkpoint_;
   std::vector<std::vector<prometheus::Counter*>> events_counters_;  // [sink][operation]

@@ -89,6 +89,13 @@ class Sink {
   // failure that does not heal (broken stdout, failed fsync, fatal producer error) it stays false.
   // A rejected change does not make a sink unhealthy. Thread-safe.
   virtual bool healthy() const { return true; }
+
+  // True when the sink writes transaction boundaries (Debezium's transaction metadata): it must
+  // learn that a transaction has ended without waiting for the next change. The consumer then sets
+  // Batch::transaction_ended_lsn, and when a transaction ends after its last change went out in an
+  // earlier batch it writes this sink a batch without changes that only says so (other sinks never
+  // get one). Constant after construction.
+  virtual bool tracks_transactions() const { return false; }
 };
 
 }  // namespace cdcd

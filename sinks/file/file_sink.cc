@@ -128,10 +128,15 @@ void FileSink::sync_periodically() {
   }
 }
 
+bool FileSink::tracks_transactions() const {
+  return options_.format == Format::kDebezium && options_.debezium.transaction_metadata;
+}
+
 void FileSink::write(BatchPtr batch, AckFn ack) {
   PendingWrites::Guard pending(pending_);
   std::string lines;
-  encode_batch_lines(options_.format, *batch, lines, &options_.debezium);
+  encode_batch_lines(options_.format, *batch, lines, &options_.debezium,
+                     tracks_transactions() ? &transactions_.of(batch->consumer) : nullptr);
   std::lock_guard lock(mutex_);
   if (failure_) return ack(DeliveryReport{*failure_, {}});
   if (fd_ < 0 || stopping_) {
@@ -208,10 +213,10 @@ void register_sink_file(PluginRegistry& registry) {
     auto errors = options.diagnostics().items().size();
     FileSinkOptions parsed;
     parsed.path = options.string("path", /*required=*/true).value_or("");
-    parsed.format =
-        parse_format(options.one_of("format", {"native", "debezium", "mongodb"}).value_or("native"))
-            .value_or(Format::kNative);
-    parsed.debezium = parse_debezium_options(options).value_or(DebeziumOptions{});
+    if (auto format = parse_sink_format(options, Format::kNative)) {
+      parsed.format = format->format;
+      parsed.debezium = std::move(format->debezium);
+    }
     auto fsync = options.one_of("fsync", {"always", "interval", "never"}).value_or("interval");
     parsed.fsync = fsync == "always"  ? FsyncPolicy::kAlways
                    : fsync == "never" ? FsyncPolicy::kNever

@@ -11,6 +11,7 @@
 #include <string>
 #include <thread>
 
+#include "daemon/format/debezium_transactions.h"
 #include "daemon/format/format.h"
 #include "daemon/plugin/sink.h"
 #include "sinks/common/pending_writes.h"
@@ -47,6 +48,7 @@ class FileSink : public Sink {
   Status flush(Deadline deadline) override;
   void stop() override;
   bool healthy() const override { return !retrying_ && !failed_; }
+  bool tracks_transactions() const override;
 
  private:
   Status drop_partial_last_line();
@@ -59,6 +61,7 @@ class FileSink : public Sink {
   void shutdown();
 
   const FileSinkOptions options_;
+  DebeziumTransactionsByConsumer transactions_;
   SinkContext context_;
   // Held by write() from its first byte to its ack: lines of concurrent writers never interleave.
   std::timed_mutex mutex_;

@@ -57,11 +57,13 @@ std::int64_t now_us() {
 }  // namespace
 
 struct KafkaSink::PendingBatch {
-  PendingBatch(BatchPtr b, AckFn a)
+  PendingBatch(BatchPtr b, AckFn a, bool transaction_records)
       : batch(std::move(b)), ack(std::move(a)), written_at(std::chrono::steady_clock::now()) {
     // Three messages per change at most (a key-changing update in the debezium format: delete,
-    // tombstone, create): never reallocated, because librdkafka holds pointers into it.
-    refs.reserve(batch->changes.size() * 3);
+    // tombstone, create), two more with transaction metadata (the END of one transaction, the
+    // BEGIN of the next) and one END after the last: never reallocated, because librdkafka holds
+    // pointers into it.
+    refs.reserve(transaction_records ? batch->changes.size() * 5 + 1 : batch->changes.size() * 3);
   }
 
   void fail(std::string message) {
@@ -108,6 +110,14 @@ Status KafkaSink::start() {
   if (producer_ == nullptr) {
     if (auto created = create_producer(); !created) return created;
     poller_ = std::thread([this] { poll_loop(); });
+  }
+  if (config_.format == Format::kDebezium && config_.debezium.heartbeat_interval.count() > 0 &&
+      !heartbeat_thread_.joinable()) {
+    if (!config_.debezium.topic_prefix.empty()) {
+      std::lock_guard heartbeat_lock(heartbeat_mutex_);
+      heartbeat_prefixes_.insert(config_.debezium.topic_prefix);
+    }
+    heartbeat_thread_ = std::thread([this] { heartbeat_loop(); });
   }
   lock.unlock();
   if (auto reachable = check_cluster(); !reachable) return reachable;
@@ -259,7 +269,12 @@ void KafkaSink::write(BatchPtr batch, AckFn ack) {
   // batch left in live_ without pulling one out from under a writer.
   std::shared_lock lock(producer_mutex_);
   if (producer_ == nullptr || stopping_) return fail_at_once(ack);
-  auto* pending = new PendingBatch(std::move(batch), std::move(ack));
+  if (heartbeat_thread_.joinable() && config_.debezium.topic_prefix.empty()) {
+    // Without topic.prefix a heartbeat's prefix is a source's name, known from its batches.
+    std::lock_guard heartbeat_lock(heartbeat_mutex_);
+    heartbeat_prefixes_.insert(batch->source_name);
+  }
+  auto* pending = new PendingBatch(std::move(batch), std::move(ack), tracks_transactions());
   {
     std::lock_guard live_lock(live_mutex_);
     live_.insert(pending);
@@ -277,17 +292,28 @@ void KafkaSink::fail_at_once(const AckFn& ack) const {
                      {}});
 }
 
+bool KafkaSink::tracks_transactions() const {
+  return config_.format == Format::kDebezium && config_.debezium.transaction_metadata;
+}
+
 void KafkaSink::produce_batch(PendingBatch& pending) {
   const Batch& batch = *pending.batch;
-  const EncodeContext encode_context{batch.source_name, batch.connector, now_us(),
-                                     &config_.debezium};
+  EncodeContext encode_context{batch.source_name, batch.connector, now_us(), &config_.debezium};
   pending.timestamp_ms = encode_context.processed_at_us / 1000;
+  DebeziumTransactions* transactions =
+      tracks_transactions() ? &transactions_.of(batch.consumer) : nullptr;
+  std::vector<DebeziumRecord> records;
   const bool constant_topic = config_.topic.is_constant();
   std::string topic_name = constant_topic ? config_.topic.text() : std::string();
   std::string rendered_key, rendered_old_key, value;
   TopicHandle* topic = nullptr;
   for (std::uint32_t index = 0; index < batch.changes.size(); ++index) {
     const Change& change = batch.changes[index];
+    if (transactions != nullptr) {
+      // Counted even if the change is then rejected: it goes to the dead-letter queue, not away.
+      encode_context.transaction = transactions->next(change, encode_context, records);
+      if (!produce_records(pending, records)) return;
+    }
     if (!constant_topic) {
       topic_name.clear();
       // A topic template reads no row image: rendering it cannot fail.
@@ -354,7 +380,7 @@ void KafkaSink::produce_batch(PendingBatch& pending) {
       old_key = rendered_old_key;
     }
     if (split_key_change && old_key != key) {
-      if (produce_key_change(pending, *topic, index, encode_context, key, old_key) ==
+      if (produce_key_change(pending, *topic, index, encode_context, transactions, key, old_key) ==
           Produced::kFailed) {
         return;
       }
@@ -376,6 +402,97 @@ void KafkaSink::produce_batch(PendingBatch& pending) {
       if (produce(pending, *topic, index, key, nullptr) == Produced::kFailed) return;
     }
   }
+  if (transactions != nullptr) {
+    transactions->finish(batch, encode_context, records);
+    produce_records(pending, records);
+  }
+}
+
+bool KafkaSink::produce_records(PendingBatch& pending, std::vector<DebeziumRecord>& records) {
+  bool queued = true;
+  for (const auto& record : records) {
+    if (produce_record(&pending, record) != Produced::kQueued) {
+      queued = false;
+      break;
+    }
+  }
+  records.clear();
+  return queued;
+}
+
+KafkaSink::Produced KafkaSink::produce_record(PendingBatch* pending, const DebeziumRecord& record) {
+  auto failure = [&](const std::string& message) {
+    if (pending != nullptr) {
+      pending->fail(message);
+    } else {
+      log_->warn("{}", message);
+    }
+    return Produced::kFailed;
+  };
+  if (auto problem = topic_name_problem(record.topic)) {
+    return failure(fmt::format("kafka sink '{}': '{}' is no valid topic: {}", context_.name,
+                               record.topic, *problem));
+  }
+  auto topic = topic_handle(record.topic);
+  if (!topic) return failure(topic.error().message);
+  MessageRef* ref = &heartbeat_ref_;
+  if (pending != nullptr) ref = &pending->refs.emplace_back(MessageRef{pending, 0, false, true});
+  rd_kafka_vu_t fields[6];
+  fields[0].vtype = RD_KAFKA_VTYPE_RKT;
+  fields[0].u.rkt = (*topic)->rkt;
+  fields[1].vtype = RD_KAFKA_VTYPE_MSGFLAGS;
+  fields[1].u.i = RD_KAFKA_MSG_F_COPY;
+  fields[2].vtype = RD_KAFKA_VTYPE_KEY;
+  fields[2].u.mem.ptr = const_cast<char*>(record.key.data());
+  fields[2].u.mem.size = record.key.size();
+  fields[3].vtype = RD_KAFKA_VTYPE_VALUE;
+  fields[3].u.mem.ptr = const_cast<char*>(record.value.data());
+  fields[3].u.mem.size = record.value.size();
+  fields[4].vtype = RD_KAFKA_VTYPE_OPAQUE;
+  fields[4].u.ptr = ref;
+  fields[5].vtype = RD_KAFKA_VTYPE_TIMESTAMP;
+  fields[5].u.i64 = pending != nullptr ? pending->timestamp_ms : now_us() / 1000;
+  if (pending != nullptr) pending->outstanding.fetch_add(1);
+  while (true) {
+    ErrorPtr error(rd_kafka_produceva(producer_, fields, 6));
+    if (!error) {
+      queued_.fetch_add(1, std::memory_order_relaxed);
+      return Produced::kQueued;
+    }
+    auto err = rd_kafka_error_code(error.get());
+    if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL && pending != nullptr && wait_for_queue_space()) {
+      continue;
+    }
+    if (pending != nullptr) pending->outstanding.fetch_sub(1);
+    // A full queue means the topics are busy: a heartbeat is not needed then.
+    if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL && pending == nullptr) return Produced::kFailed;
+    metrics_.count_error();
+    return failure(
+        fmt::format("kafka sink '{}': topic '{}': producing the {} record failed: {} ({})",
+                    context_.name, record.topic, pending != nullptr ? "transaction" : "heartbeat",
+                    rd_kafka_err2str(err), rd_kafka_err2name(err)));
+  }
+}
+
+void KafkaSink::heartbeat_loop() {
+  std::unique_lock lock(heartbeat_mutex_);
+  while (!stopping_) {
+    heartbeat_cv_.wait_for(lock, config_.debezium.heartbeat_interval,
+                           [this] { return stopping_.load(); });
+    if (stopping_) break;
+    std::vector<std::string> prefixes(heartbeat_prefixes_.begin(), heartbeat_prefixes_.end());
+    lock.unlock();
+    {
+      std::shared_lock producer_lock(producer_mutex_);
+      if (producer_ != nullptr && !stopping_) {
+        const std::int64_t now = now_us();
+        for (const auto& prefix : prefixes) {
+          (void)produce_record(nullptr, debezium_heartbeat(config_.debezium, prefix, now));
+        }
+      }
+    }
+    lock.lock();
+  }
 }
 
 // Debezium's three records for an update that changed the key: a delete under the old key
@@ -384,6 +501,7 @@ void KafkaSink::produce_batch(PendingBatch& pending) {
 KafkaSink::Produced KafkaSink::produce_key_change(PendingBatch& pending, TopicHandle& topic,
                                                   std::uint32_t index,
                                                   const EncodeContext& encode_context,
+                                                  DebeziumTransactions* transactions,
                                                   std::string_view key, std::string_view old_key) {
   const Change& change = pending.batch->changes[index];
   std::string value;
@@ -403,7 +521,13 @@ KafkaSink::Produced KafkaSink::produce_key_change(PendingBatch& pending, TopicHa
   as_create.operation = Operation::kInsert;
   as_create.old_row.clear();
   value.clear();
-  encode_change(config_.format, as_create, encode_context, value);
+  // Two events of the transaction, as in Debezium: the create has the next position.
+  EncodeContext create_context = encode_context;
+  if (transactions != nullptr) {
+    std::vector<DebeziumRecord> none;  // same transaction: no BEGIN or END between them
+    create_context.transaction = transactions->next(change, encode_context, none);
+  }
+  encode_change(config_.format, as_create, create_context, value);
   const ExtraHeader old_key_header{"__debezium.oldkey", old_key};
   return produce(pending, topic, index, key, &value, &old_key_header);
 }
@@ -526,16 +650,29 @@ void KafkaSink::on_delivery(rd_kafka_t* rk, const rd_kafka_message_t* message, v
 void KafkaSink::deliver(rd_kafka_t* rk, const rd_kafka_message_t& message) {
   auto* ref = static_cast<MessageRef*>(message._private);
   auto* topic = static_cast<TopicHandle*>(rd_kafka_topic_opaque(message.rkt));
-  PendingBatch& pending = *ref->batch;
   ++reported_;
   if (message.err == RD_KAFKA_RESP_ERR_NO_ERROR) {
     if (topic->unpublished_messages++ == 0) tallied_topics_.push_back(topic);
     topic->unpublished_bytes += message.len + message.key_len;
     // Reports arrive in bursts (one per produce request): one clock read serves the burst.
     if (!round_clock_) round_clock_ = std::chrono::steady_clock::now();
-    latencies_.add(std::chrono::duration<double>(*round_clock_ - pending.written_at).count());
+    if (ref->batch != nullptr) {
+      latencies_.add(std::chrono::duration<double>(*round_clock_ - ref->batch->written_at).count());
+    }
     if (brokers_down_.load(std::memory_order_relaxed)) brokers_down_ = false;
+  } else if (ref->record) {
+    metrics_.count_error();
+    std::string what =
+        fmt::format("kafka sink '{}': topic '{}': delivery of a {} record failed: {} ({})",
+                    context_.name, topic->name, ref->batch != nullptr ? "transaction" : "heartbeat",
+                    rd_kafka_err2str(message.err), rd_kafka_err2name(message.err));
+    if (ref->batch != nullptr) {
+      ref->batch->fail(std::move(what));
+    } else {
+      log_->warn("{}", what);  // nothing waits for a heartbeat: the next one may pass
+    }
   } else {
+    PendingBatch& pending = *ref->batch;
     metrics_.count_error();
     const Change& change = pending.batch->changes[ref->index];
     // The fatal error's own report may come after this one: ask librdkafka directly.
@@ -547,7 +684,7 @@ void KafkaSink::deliver(rd_kafka_t* rk, const rd_kafka_message_t& message) {
     }
     pending.fail(describe_failure(topic->name, change, ref->tombstone, message.err, detail));
   }
-  release(pending);
+  if (ref->batch != nullptr) release(*ref->batch);
   if (space_waiters_ > 0) {
     {
       std::lock_guard lock(space_mutex_);
@@ -657,6 +794,11 @@ void KafkaSink::stop() {
 void KafkaSink::shutdown() {
   stopping_ = true;
   space_cv_.notify_all();
+  {
+    std::lock_guard lock(heartbeat_mutex_);  // so that the heartbeat thread cannot miss it
+  }
+  heartbeat_cv_.notify_all();
+  if (heartbeat_thread_.joinable()) heartbeat_thread_.join();
   std::unique_lock lock(producer_mutex_);  // waits for writers to leave
   if (producer_ != nullptr) {
     // Whatever is still queued fails its batch now, so the pipeline checkpoints none of it.

@@ -15,6 +15,7 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "daemon/format/debezium_transactions.h"
 #include "daemon/plugin/registry.h"
 #include "daemon/plugin/sink.h"
 #include "sinks/kafka/kafka_metrics.h"
@@ -46,14 +47,18 @@ class KafkaSink final : public Sink {
   Status flush(Deadline deadline) override;
   void stop() override;
   bool healthy() const override;
+  bool tracks_transactions() const override;
 
  private:
   struct PendingBatch;
-  // Per-message opaque: which change of which batch a delivery report is about.
+  // Per-message opaque: which change of which batch a delivery report is about. A record that is
+  // no change (a transaction's BEGIN/END, a heartbeat) has `record` set; a heartbeat belongs to no
+  // batch.
   struct MessageRef {
     PendingBatch* batch;
     std::uint32_t index;
     bool tombstone;
+    bool record = false;
   };
   // A topic the producer writes to; its address is the rd_kafka_topic_t's opaque.
   struct TopicHandle {
@@ -87,8 +92,15 @@ class KafkaSink final : public Sink {
                    std::string_view key, const std::string* value,
                    const ExtraHeader* extra = nullptr);
   Produced produce_key_change(PendingBatch& pending, TopicHandle& topic, std::uint32_t index,
-                              const EncodeContext& encode_context, std::string_view key,
+                              const EncodeContext& encode_context,
+                              DebeziumTransactions* transactions, std::string_view key,
                               std::string_view old_key);
+  // Produces a record of the debezium format that is no change; `pending` null for a heartbeat,
+  // which waits for no queue space (a full queue means the topics are not idle).
+  Produced produce_record(PendingBatch* pending, const DebeziumRecord& record);
+  // Produces and clears `records`; false when one failed (the batch failed with it).
+  bool produce_records(PendingBatch& pending, std::vector<DebeziumRecord>& records);
+  void heartbeat_loop();
   rd_kafka_headers_t* make_headers(const Change& change, const std::string& source) const;
   bool wait_for_queue_space();
 
@@ -121,6 +133,17 @@ class KafkaSink final : public Sink {
   std::atomic<bool> poller_stop_{false};
   std::atomic<bool> stopping_{false};
   std::once_flag stop_once_;
+
+  // Debezium transaction metadata, per consumer (each writes its batches from its one thread).
+  DebeziumTransactionsByConsumer transactions_;
+
+  // Heartbeats (debezium heartbeat.interval.ms): one per prefix known (topic.prefix, else the
+  // sources seen in batches) every interval, from their own thread.
+  std::thread heartbeat_thread_;
+  std::mutex heartbeat_mutex_;
+  std::condition_variable heartbeat_cv_;
+  std::unordered_set<std::string> heartbeat_prefixes_;
+  MessageRef heartbeat_ref_{nullptr, 0, false, true};
 
   std::mutex topics_mutex_;
   std::unordered_map<std::string, std::unique_ptr<TopicHandle>> topics_;

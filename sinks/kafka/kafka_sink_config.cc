@@ -212,9 +212,10 @@ std::optional<KafkaSinkConfig> parse_kafka_sink_config(config::Node& options) {
     }
   }
 
-  auto format = options.one_of("format", {"native", "debezium", "mongodb"}).value_or("debezium");
-  config.format = parse_format(format).value_or(Format::kDebezium);
-  config.debezium = parse_debezium_options(options).value_or(DebeziumOptions{});
+  if (auto format = parse_sink_format(options, Format::kDebezium, {.heartbeats = true})) {
+    config.format = format->format;
+    config.debezium = std::move(format->debezium);
+  }
   config.tombstones = options.boolean("tombstones").value_or(true);
   config.headers = options.boolean("headers").value_or(true);
   read_properties(options, config);

@@ -22,8 +22,12 @@ std::string errno_text(const char* what) {
 
 }  // namespace
 
-StdoutSink::StdoutSink(Format format, SinkContext context, int fd)
-    : format_(format), context_(std::move(context)), fd_(fd) {}
+StdoutSink::StdoutSink(SinkFormat format, SinkContext context, int fd)
+    : format_(std::move(format)), context_(std::move(context)), fd_(fd) {}
+
+bool StdoutSink::tracks_transactions() const {
+  return format_.format == Format::kDebezium && format_.debezium.transaction_metadata;
+}
 
 StdoutSink::~StdoutSink() {
   stop();
@@ -49,7 +53,8 @@ void StdoutSink::write(BatchPtr batch, AckFn ack) {
   };
   if (stopping_ || wake_read_ < 0) return not_running();
   std::string lines;
-  encode_batch_lines(format_, *batch, lines);
+  encode_batch_lines(format_.format, *batch, lines, &format_.debezium,
+                     tracks_transactions() ? &transactions_.of(batch->consumer) : nullptr);
   std::lock_guard lock(mutex_);
   if (stopping_) return not_running();
   if (auto written = write_all(lines); !written) {
@@ -121,11 +126,10 @@ void StdoutSink::stop() {
 void register_sink_stdout(PluginRegistry& registry) {
   registry.add_sink("stdout", [](config::Node& options, const SinkContext& context) {
     auto errors = options.diagnostics().items().size();
-    auto format = options.one_of("format", {"native", "debezium", "mongodb"});
+    auto format = parse_sink_format(options, Format::kNative);
     options.check_unknown_keys();
-    if (options.diagnostics().items().size() != errors) return std::unique_ptr<Sink>();
-    return std::unique_ptr<Sink>(std::make_unique<StdoutSink>(
-        parse_format(format.value_or("native")).value_or(Format::kNative), context));
+    if (!format || options.diagnostics().items().size() != errors) return std::unique_ptr<Sink>();
+    return std::unique_ptr<Sink>(std::make_unique<StdoutSink>(std::move(*format), context));
   });
 }
 

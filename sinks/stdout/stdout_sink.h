@@ -6,6 +6,8 @@
 #include <mutex>
 #include <string>
 
+#include "daemon/format/debezium_options.h"
+#include "daemon/format/debezium_transactions.h"
 #include "daemon/format/format.h"
 #include "daemon/plugin/sink.h"
 #include "sinks/common/pending_writes.h"
@@ -18,7 +20,7 @@ namespace cdcd {
 class StdoutSink : public Sink {
  public:
   // `fd` is standard output except in tests; the sink does not own it.
-  StdoutSink(Format format, SinkContext context, int fd = STDOUT_FILENO);
+  StdoutSink(SinkFormat format, SinkContext context, int fd = STDOUT_FILENO);
   ~StdoutSink() override;
   StdoutSink(const StdoutSink&) = delete;
   StdoutSink& operator=(const StdoutSink&) = delete;
@@ -28,13 +30,15 @@ class StdoutSink : public Sink {
   Status flush(Deadline deadline) override;
   void stop() override;
   bool healthy() const override { return !failed_; }
+  bool tracks_transactions() const override;
 
  private:
   Status write_all(const std::string& data);
   // Waits until `fd_` takes more bytes or stop() is called; false once stopped.
   Result<bool> wait_writable();
 
-  const Format format_;
+  const SinkFormat format_;
+  DebeziumTransactionsByConsumer transactions_;
   SinkContext context_;
   const int fd_;
   // Pipes and sockets are written a PIPE_BUF at a time after poll() said there is room, so that a

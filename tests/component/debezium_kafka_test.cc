@@ -3,6 +3,7 @@
 // read and decoded by tests/component/data/debezium_consumer.py (python3-confluent-kafka, Kafka
 // Connect's rules for Decimal, Date and MicroTimestamp), never by cdcd's code.
 #include <future>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -184,6 +185,105 @@ TEST(DebeziumKafkaTest, DebeziumConsumerDecodesSchemasAndKeyChanges) {
   EXPECT_EQ(key2[1]["op"], "d");
   EXPECT_EQ(key2[1]["after"], nullptr);
   EXPECT_EQ(key2[2]["tombstone"], true);
+}
+
+TEST(DebeziumKafkaTest, TransactionMetadataOfAPostgresTransactionReadByAKafkaClient) {
+  PostgresServer server(PostgresServerOptions{"logical", {"wal_sender_timeout = 5s"}});
+  const std::string db = server.create_database();
+  server.execute("CREATE TABLE a (id int PRIMARY KEY); CREATE TABLE b (id int PRIMARY KEY)", db);
+  auto logger =
+      std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::null_sink_mt>());
+  postgres::PostgresSourceOptions options;
+  options.dsn = server.dsn(db);
+  options.slot = "dbz_tx";
+  options.publication = "pub";
+  options.status_interval = std::chrono::milliseconds(100);
+  options.heartbeat = std::chrono::milliseconds(0);
+  postgres::PostgresSource source(options, SourceContext{"pg", logger, nullptr, {}});
+  ASSERT_TRUE(source.start(StartPosition{}));
+  server.execute(
+      "BEGIN; INSERT INTO a VALUES (1); INSERT INTO b VALUES (1); "
+      "INSERT INTO a VALUES (2); COMMIT",
+      db);
+  RecordingEmitter out;
+  const auto give_up = Clock::now() + std::chrono::seconds(30);
+  while (out.transactions < 1 && Clock::now() < give_up) {
+    ASSERT_TRUE(source.poll(out, Clock::now() + std::chrono::milliseconds(50)));
+  }
+  ASSERT_EQ(out.changes.size(), 3u);
+  source.stop();
+  const std::uint64_t lsn = out.changes.front().lsn;
+  ASSERT_TRUE(out.changes.front().txid);
+  const std::string id = std::to_string(*out.changes.front().txid) + ":" + std::to_string(lsn);
+
+  TempDir dir;
+  KafkaMockCluster cluster(dir.path());
+  Metrics metrics;
+  config::Diagnostics diagnostics;
+  auto sink = build_kafka_sink("brokers: \"" + cluster.bootstrap() +
+                                   "\"\ntopic: changes\ndebezium:\n  schemas: true\n"
+                                   "  topic.prefix: shop\n  provide.transaction.metadata: true\n"
+                                   "  topic.transaction: tx\n",
+                               metrics, diagnostics);
+  ASSERT_NE(sink, nullptr) << diagnostics.to_string();
+  ASSERT_TRUE(sink->tracks_transactions());
+  ASSERT_TRUE(sink->start());
+  // The transaction split over two batches, its end told by a third without changes, as the
+  // consumer does when the end comes after the batch went out.
+  std::vector<std::vector<Change>> parts = {{out.changes[0], out.changes[1]}, {out.changes[2]}, {}};
+  for (std::size_t i = 0; i < parts.size(); ++i) {
+    auto batch = std::make_shared<Batch>();
+    batch->id = i + 1;
+    batch->consumer = "c1";
+    batch->source_name = "pg";
+    batch->connector = "postgres";
+    batch->changes = parts[i];
+    if (i == 2) batch->transaction_ended_lsn = lsn;
+    std::promise<DeliveryReport> acked;
+    sink->write(batch, [&](DeliveryReport report) { acked.set_value(std::move(report)); });
+    auto ack = acked.get_future();
+    ASSERT_EQ(ack.wait_for(std::chrono::seconds(60)), std::future_status::ready);
+    auto report = ack.get();
+    ASSERT_FALSE(report.failure) << report.failure->message;
+  }
+  sink->stop();
+
+  auto records = cluster.read_all({"shop.tx", "changes"}, std::chrono::seconds(90));
+  std::vector<json> boundaries, blocks;
+  for (const auto& record : records) {
+    ASSERT_TRUE(record.value && record.key);
+    const json key = json::parse(*record.key);
+    const json value = json::parse(*record.value);
+    if (record.topic == "shop.tx") {
+      EXPECT_EQ(key["schema"]["name"], "io.debezium.connector.common.TransactionMetadataKey");
+      EXPECT_EQ(key["payload"], json({{"id", id}}));
+      EXPECT_EQ(value["schema"]["name"], "io.debezium.connector.common.TransactionMetadataValue");
+      boundaries.push_back(value["payload"]);
+    } else {
+      EXPECT_EQ(value["payload"]["transaction"]["id"], id);
+      blocks.push_back(value["payload"]["transaction"]);
+    }
+  }
+  // One key: BEGIN then END in one partition, in order.
+  ASSERT_EQ(boundaries.size(), 2u);
+  EXPECT_EQ(boundaries[0]["status"], "BEGIN");
+  EXPECT_EQ(boundaries[0]["event_count"], nullptr);
+  EXPECT_EQ(boundaries[0]["ts_ms"], out.changes.front().timestamp_us / 1000);
+  EXPECT_EQ(boundaries[1],
+            json::parse(R"({"status":"END","id":")" + id +
+                        R"(","event_count":3,"data_collections":[)"
+                        R"({"data_collection":"public.a","event_count":2},)"
+                        R"({"data_collection":"public.b","event_count":1}],)"
+                        R"("ts_ms":)" +
+                        std::to_string(out.changes.front().timestamp_us / 1000) + "}"));
+  ASSERT_EQ(blocks.size(), 3u);
+  std::set<std::pair<std::int64_t, std::int64_t>> orders;
+  for (const auto& block : blocks) {
+    orders.insert({block["total_order"].get<std::int64_t>(),
+                   block["data_collection_order"].get<std::int64_t>()});
+  }
+  // Changes of three keys may sit in different partitions: compare as a set.
+  EXPECT_EQ(orders, (std::set<std::pair<std::int64_t, std::int64_t>>{{1, 1}, {2, 1}, {3, 2}}));
 }
 
 }  // namespace

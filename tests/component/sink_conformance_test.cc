@@ -114,7 +114,7 @@ class StdoutPipeHarness : public SinkHarness {
  private:
   std::unique_ptr<Sink> started() {
     auto sink =
-        std::make_unique<StdoutSink>(Format::kNative,
+        std::make_unique<StdoutSink>(SinkFormat{Format::kNative, {}},
                                      SinkContext{"conformance", spdlog::default_logger(),
                                                  metrics_.registry(), metrics_.sink("conformance")},
                                      write_fd_);

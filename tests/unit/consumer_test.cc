@@ -1079,5 +1079,65 @@ TEST_F(ConsumerTest, LateAcknowledgementAfterTheConsumerIsGone) {
   }
 }
 
+// ---- transaction ends for sinks that write transaction metadata (Sink::tracks_transactions) ----
+
+class TransactionTrackingSink : public FakeSink {
+ public:
+  using FakeSink::FakeSink;
+  bool tracks_transactions() const override { return true; }
+};
+
+TEST_F(ConsumerTest, TransactionEndAfterAFullBatchReachesTrackingSinksAtOnce) {
+  TransactionTrackingSink tracking;
+  FakeSink plain;
+  auto config = base_config();
+  config.batch.max_events = 2;  // full at the last change, before the transaction's end
+  config.batch.max_wait = milliseconds(20);
+  auto consumer = make(config, {{"tracking", &tracking}, {"plain", &plain}});
+  consumer->start();
+  feed(*consumer, transaction(100, 2));
+  // The tracking sink learns of 100's end in a batch without changes, without waiting for another
+  // change; the other sink never gets such a batch.
+  ASSERT_TRUE(wait_until([&] { return tracking.batch_count() == 2; }));
+  auto batches = tracking.batches();
+  EXPECT_EQ(batches[0]->changes.size(), 2u);
+  EXPECT_EQ(batches[0]->transaction_ended_lsn, 0u);
+  EXPECT_TRUE(batches[1]->changes.empty());
+  EXPECT_EQ(batches[1]->transaction_ended_lsn, 100u);
+  ASSERT_TRUE(wait_until([&] { return store_.latest_lsn(kName) == 100; }));
+  EXPECT_EQ(plain.batch_count(), 1u);
+  // A transaction whose end comes while its batch is open: the batch says so.
+  feed(*consumer, transaction(200, 1), true);
+  ASSERT_TRUE(wait_stopped(*consumer));
+  EXPECT_EQ(consumer->state(), ConsumerState::kFinished);
+  batches = tracking.batches();
+  ASSERT_EQ(batches.size(), 3u);
+  EXPECT_EQ(batches[2]->changes.size(), 1u);
+  EXPECT_EQ(batches[2]->transaction_ended_lsn, 200u);
+  for (const auto& batch : plain.batches()) EXPECT_FALSE(batch->changes.empty());
+  EXPECT_EQ(plain.changes().size(), 3u);
+  EXPECT_EQ(store_.latest_lsn(kName), 200u);
+}
+
+TEST_F(ConsumerTest, CheckpointWaitsForTheBatchThatEndsTheTransaction) {
+  TransactionTrackingSink tracking(AckMode::kHold);
+  auto config = base_config();
+  config.batch.max_events = 2;
+  config.batch.max_wait = milliseconds(10);
+  config.batch.max_in_flight = 10;
+  auto consumer = make(config, {{"tracking", &tracking}});
+  consumer->start();
+  feed(*consumer, transaction(100, 2));
+  ASSERT_TRUE(wait_until([&] { return tracking.held() == 2; }));
+  ASSERT_TRUE(tracking.release_batch(1));  // the changes, not yet the END
+  // Not a wait for correctness: time for the consumer to checkpoint wrongly, if it would.
+  std::this_thread::sleep_for(milliseconds(200));
+  EXPECT_EQ(store_.latest_lsn(kName), 0u);
+  ASSERT_TRUE(tracking.release_batch(2));
+  ASSERT_TRUE(wait_until([&] { return store_.latest_lsn(kName) == 100; }));
+  consumer->abort();
+  consumer->join();
+}
+
 }  // namespace
 }  // namespace cdcd
