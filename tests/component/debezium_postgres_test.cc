@@ -4,41 +4,19 @@
 #include <vector>
 
 #include <gtest/gtest.h>
-#include <spdlog/sinks/null_sink.h>
-#include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
 
 #include "daemon/format/format.h"
 #include "sources/postgres/postgres_source.h"
-#include "tests/support/postgres_server.h"
+#include "tests/support/postgres_source_fixture.h"
 
 namespace cdcd::postgres {
 namespace {
 
 using nlohmann::json;
-using test::PostgresServer;
-using Clock = std::chrono::steady_clock;
 using Options = DebeziumOptions;
 
-class RecordingEmitter : public Emitter {
- public:
-  void emit(SourceEvent&& event) override {
-    if (auto* change = std::get_if<Change>(&event)) changes.push_back(std::move(*change));
-    if (auto* end = std::get_if<TransactionEnd>(&event)) ends.push_back(*end);
-  }
-  bool wants_more() const override { return true; }
-
-  std::vector<Change> of(const std::string& entity) const {
-    std::vector<Change> out;
-    for (const auto& change : changes) {
-      if (change.entity == entity) out.push_back(change);
-    }
-    return out;
-  }
-
-  std::vector<Change> changes;
-  std::vector<TransactionEnd> ends;
-};
+using test::RecordingEmitter;
 
 constexpr std::int64_t kProcessedAtUs = 1700000000123456;
 
@@ -67,60 +45,9 @@ json after_field_schema(const json& envelope, const std::string& name) {
   return json();
 }
 
-class DebeziumPostgresTest : public ::testing::Test {
+class DebeziumPostgresTest : public test::PostgresSourceFixture {
  protected:
-  static void SetUpTestSuite() {
-    server_ =
-        new PostgresServer(test::PostgresServerOptions{"logical", {"wal_sender_timeout = 5s"}});
-  }
-  static void TearDownTestSuite() {
-    delete server_;
-    server_ = nullptr;
-  }
-
-  void SetUp() override {
-    db_ = server_->create_database();
-    logger_ =
-        std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::null_sink_mt>());
-  }
-  void TearDown() override {
-    sources_.clear();
-    server_->drop_database(db_);
-  }
-
-  PostgresSourceOptions options() {
-    PostgresSourceOptions options;
-    options.dsn = server_->dsn(db_);
-    options.slot = "dbz_" + db_;
-    options.publication = "pub";
-    options.status_interval = std::chrono::milliseconds(100);
-    options.heartbeat = std::chrono::milliseconds(0);
-    return options;
-  }
-
-  PostgresSource& start_source(PostgresSourceOptions options) {
-    sources_.push_back(std::make_unique<PostgresSource>(std::move(options),
-                                                        SourceContext{"pg", logger_, nullptr, {}}));
-    auto started = sources_.back()->start(StartPosition{});
-    EXPECT_TRUE(started.has_value()) << (started ? "" : started.error().message);
-    return *sources_.back();
-  }
-
-  bool read_transactions(Source& source, RecordingEmitter& out, std::size_t transactions) {
-    auto give_up = Clock::now() + std::chrono::seconds(30);
-    while (out.ends.size() < transactions) {
-      if (Clock::now() > give_up) {
-        ADD_FAILURE() << "timed out after " << out.ends.size() << " transactions";
-        return false;
-      }
-      auto polled = source.poll(out, Clock::now() + std::chrono::milliseconds(50));
-      if (!polled) {
-        ADD_FAILURE() << polled.error().message;
-        return false;
-      }
-    }
-    return true;
-  }
+  static void SetUpTestSuite() { start_server({"wal_sender_timeout = 5s"}); }
 
   // Streams `statements` (one transaction each) and returns the one change of `entity`.
   Change stream_one(const std::string& setup, const std::vector<std::string>& statements,
@@ -130,20 +57,11 @@ class DebeziumPostgresTest : public ::testing::Test {
     for (const auto& statement : statements) sql(statement);
     RecordingEmitter out;
     EXPECT_TRUE(read_transactions(source, out, statements.size()));
-    auto changes = out.of(entity);
+    auto changes = out.changes_of(entity);
     EXPECT_EQ(changes.size(), 1u);
     return changes.empty() ? Change{} : changes[0];
   }
-
-  void sql(const std::string& statement) { server_->execute(statement, db_); }
-
-  static PostgresServer* server_;
-  std::string db_;
-  std::shared_ptr<spdlog::logger> logger_;
-  std::vector<std::unique_ptr<PostgresSource>> sources_;
 };
-
-PostgresServer* DebeziumPostgresTest::server_ = nullptr;
 
 TEST_F(DebeziumPostgresTest, NumericTypesUnderEachDecimalMode) {
   Change change = stream_one(
@@ -380,7 +298,7 @@ TEST_F(DebeziumPostgresTest, EnvelopeSourceBlockAndStructNames) {
   sql("TRUNCATE t");
   RecordingEmitter out;
   ASSERT_TRUE(read_transactions(source, out, 4));
-  auto changes = out.of("public.t");
+  auto changes = out.changes_of("public.t");
   ASSERT_EQ(changes.size(), 5u);
   json truncate = debezium(changes[4]);
   EXPECT_EQ(truncate["op"], "t");
@@ -451,7 +369,7 @@ TEST_F(DebeziumPostgresTest, SnapshotRowsCarryFirstAndLastMarkers) {
   RecordingEmitter out;
   ASSERT_TRUE(read_transactions(source, out, 1));
   std::vector<std::string> marks;
-  for (const auto& change : out.changes) {
+  for (const auto& change : out.changes()) {
     json event = debezium(change);
     EXPECT_EQ(event["op"], "r");
     marks.push_back(change.entity + ":" + event["source"]["snapshot"].get<std::string>());
