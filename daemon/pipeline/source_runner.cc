@@ -13,6 +13,8 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr auto kPollSlice = std::chrono::milliseconds(100);
 constexpr std::size_t kChunkEvents = 512;
+// How long a stop inside a transaction may read on to the transaction's end.
+constexpr auto kFinishTransactionLimit = std::chrono::seconds(2);
 
 }  // namespace
 
@@ -31,6 +33,9 @@ class SourceRunner::FanOut : public Emitter {
   }
 
   void emit(SourceEvent&& event) override {
+    ++emitted_;
+    if (std::holds_alternative<Change>(event)) transaction_open_ = true;
+    if (std::holds_alternative<TransactionEnd>(event)) transaction_open_ = false;
     if (!store_entities_.empty() && is_store_write(event)) return;
     std::size_t bytes = byte_size(event);
     int last = -1;
@@ -47,12 +52,18 @@ class SourceRunner::FanOut : public Emitter {
   }
 
   bool wants_more() const override {
-    if (stop_) return false;
+    if (stop_ && !finishing_transaction_) return false;
     for (std::size_t i = 0; i < consumers_.size(); ++i) {
       if (consumers_[i]->accepting() && !consumers_[i]->queue().has_room()) return false;
     }
     return true;
   }
+
+  // Whether changes were emitted since the last transaction end.
+  bool transaction_open() const { return transaction_open_; }
+  std::size_t emitted() const { return emitted_; }
+  // While set, a stop does not end wants_more(): the open transaction is read to its end.
+  void finish_transaction(bool finishing) { finishing_transaction_ = finishing; }
 
   void hand_over_all() {
     for (std::size_t i = 0; i < consumers_.size(); ++i) hand_over(i);
@@ -111,6 +122,9 @@ class SourceRunner::FanOut : public Emitter {
   std::vector<std::vector<SourceEvent>> chunks_;
   std::vector<std::size_t> chunk_bytes_;
   std::vector<char> wanted_;
+  bool transaction_open_ = false;
+  bool finishing_transaction_ = false;
+  std::size_t emitted_ = 0;
 };
 
 SourceRunner::SourceRunner(std::string name, Source* source, std::vector<Consumer*> consumers,
@@ -231,9 +245,35 @@ void SourceRunner::run() {
     }
     if (!fan_out.wants_more()) fan_out.wait_for_room(Clock::now() + kPollSlice);
   }
+  if (started && stop_) finish_open_transaction(fan_out);
   fan_out.end_stream();
   ended_ = true;
   finish();
+}
+
+// A stop that falls inside a transaction: the consumers may deliver the part they have, but a
+// checkpoint names only transaction ends, so the next start (a restart, or a reload) would deliver
+// that part again. Reading on to the transaction's end avoids it when the source has the rest at
+// hand; it gives up when a poll brings nothing (the rest is not written yet), when the consumers
+// stay full, and after kFinishTransactionLimit or at the drain deadline.
+void SourceRunner::finish_open_transaction(FanOut& fan_out) {
+  const auto deadline_ns = drain_deadline_ns_.load();
+  auto deadline = Clock::now() + kFinishTransactionLimit;
+  if (deadline_ns != 0)
+    deadline = std::min(deadline, Clock::time_point(Clock::duration(deadline_ns)));
+  fan_out.finish_transaction(true);
+  while (fan_out.transaction_open() && Clock::now() < deadline) {
+    note_turn();
+    if (!fan_out.wants_more()) {
+      fan_out.wait_for_room(std::min(deadline, Clock::now() + kPollSlice));
+      if (!fan_out.wants_more()) break;
+    }
+    const std::size_t emitted = fan_out.emitted();
+    auto outcome = source_->poll(fan_out, std::min(deadline, Clock::now() + kPollSlice));
+    fan_out.hand_over_all();
+    if (!outcome || *outcome == PollOutcome::kEnd || fan_out.emitted() == emitted) break;
+  }
+  fan_out.finish_transaction(false);
 }
 
 void SourceRunner::finish() {

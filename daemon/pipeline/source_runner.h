@@ -47,6 +47,7 @@ class SourceRunner {
   void run();
   bool start_source();
   void commit_checkpoints();
+  void finish_open_transaction(FanOut& fan_out);
   void finish();
   void wait_interruptibly(std::chrono::milliseconds duration);
   void note_turn();

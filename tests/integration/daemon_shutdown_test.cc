@@ -215,6 +215,36 @@ TEST_F(DaemonShutdownTest, SighupReloadsWithoutLosingOrRepeatingChanges) {
   }
 }
 
+// A SIGTERM lands while the log is being read, most likely inside a transaction whose first changes
+// the sink already wrote: the source reads on to that transaction's end, so that the checkpoint
+// covers everything delivered and the next start repeats nothing.
+TEST_F(DaemonShutdownTest, AStopInsideATransactionDoesNotRepeatItAtTheNextStart) {
+  const std::string log = dir_.file("changes.jsonl");
+  generate_changelog(log, 60'000, 500);
+  const auto changes = read_native_file(log).changes;
+  append_file(log, commit_marker_line(changes.back().lsn));
+  const std::string out = dir_.file("out.jsonl");
+  write(jsonl_source(log), "{type: file, path: " + out + ", format: native, fsync: never}");
+  daemon_->start();
+  ASSERT_TRUE(wait_until([&] { return !read_file(out).empty(); }, scaled(30s)))
+      << daemon_->stderr_text();
+  EXPECT_EQ(terminate().exit_code, 0) << daemon_->stderr_text();
+  const std::size_t first_run = read_native_file(out).changes.size();
+
+  daemon_->start();
+  ASSERT_TRUE(wait_until([&] { return ready(); }, scaled(30s))) << daemon_->stderr_text();
+  ASSERT_TRUE(
+      wait_for_checkpoint(dir_.file("checkpoints/main.json"), changes.back().lsn, scaled(60s)))
+      << daemon_->stderr_text();
+  EXPECT_EQ(terminate().exit_code, 0) << daemon_->stderr_text();
+  const auto delivered = read_native_file(out).changes;
+  ASSERT_EQ(delivered.size(), changes.size())
+      << "the first run delivered " << first_run << " of " << changes.size() << " changes";
+  for (std::size_t i = 0; i < changes.size(); ++i) {
+    ASSERT_TRUE(delivered[i].same_change(changes[i])) << i << ": " << delivered[i].describe();
+  }
+}
+
 // Two daemons on one checkpoint store, or `cdcd checkpoint set|reset` while one runs, would
 // overwrite each other's checkpoints: the store's lock refuses the second one, naming the first.
 TEST_F(DaemonShutdownTest, ASecondProcessOnTheSameCheckpointStoreIsRefused) {
