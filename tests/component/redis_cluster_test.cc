@@ -14,7 +14,6 @@
 #include <thread>
 
 #include <gtest/gtest.h>
-#include <prometheus/text_serializer.h>
 
 #include <yaml-cpp/yaml.h>
 
@@ -24,6 +23,7 @@
 #include "daemon/redis/cluster_slots.h"
 #include "sinks/redis/redis_sink_config.h"
 #include "tests/support/redis_server.h"
+#include "tests/support/redis_sink_support.h"
 #include "tests/support/sink_conformance.h"
 #include "tests/support/test_util.h"
 
@@ -123,45 +123,6 @@ Change change_of(std::uint64_t lsn, std::uint64_t id) {
   change.new_row =
       "{\"id\":" + std::to_string(id) + ",\"email\":\"u" + std::to_string(id) + "@x\"}";
   return change;
-}
-
-BatchPtr batch_of(std::vector<Change> changes) {
-  auto batch = std::make_shared<Batch>();
-  batch->source_name = "db";
-  batch->changes = std::move(changes);
-  return batch;
-}
-
-DeliveryReport write_and_wait(Sink& sink, BatchPtr batch) {
-  std::promise<DeliveryReport> done;
-  sink.write(std::move(batch),
-             [&done](DeliveryReport report) { done.set_value(std::move(report)); });
-  return done.get_future().get();
-}
-
-double metric(Metrics& metrics, const std::string& name) {
-  const std::string text = prometheus::TextSerializer().Serialize(metrics.registry()->Collect());
-  double total = 0;
-  std::size_t at = 0;
-  while ((at = text.find("\n" + name, at)) != std::string::npos) {
-    auto line_end = text.find('\n', at + 1);
-    std::string line = text.substr(at + 1, line_end - at - 1);
-    if (line.starts_with(name + "{") || line.starts_with(name + " ")) {
-      total += std::stod(line.substr(line.rfind(' ') + 1));
-    }
-    at = line_end;
-  }
-  return total;
-}
-
-std::unique_ptr<Sink> started_sink(const std::string& yaml, Metrics& metrics) {
-  auto sink = build_plugin_sink("redis", yaml, metrics);
-  if (sink == nullptr) return nullptr;
-  if (auto status = sink->start(); !status) {
-    ADD_FAILURE() << status.error().message;
-    return nullptr;
-  }
-  return sink;
 }
 
 // Ids whose key "user:ID" falls into `slot`.
@@ -630,45 +591,6 @@ TEST(RedisClusterTls, InvalidatesOverTlsWithAuthOnEveryNode) {
 // The conformance suite needs one ordered stream: a cluster orders commands per slot only, so its
 // harness puts every slot on node 0 (nodes 1 and 2 are masters without slots) and reads node 0's
 // MONITOR. The sink still discovers the cluster, routes by slot and groups keys per slot.
-class Monitor {
- public:
-  explicit Monitor(int port) : port_(port), client_(redisConnect("127.0.0.1", port)) {
-    auto* reply = static_cast<redisReply*>(redisCommand(client_, "MONITOR"));
-    if (reply == nullptr) throw std::runtime_error("MONITOR refused");
-    freeReplyObject(reply);
-  }
-  ~Monitor() { redisFree(client_); }
-
-  std::vector<std::string> unlinked_keys() {
-    const std::string sentinel = "cdcd-sentinel-" + std::to_string(++sentinels_);
-    redisContext* control = redisConnect("127.0.0.1", port_);
-    freeReplyObject(redisCommand(control, "ECHO %s", sentinel.c_str()));
-    redisFree(control);
-    while (true) {
-      void* raw = nullptr;
-      if (redisGetReply(client_, &raw) != REDIS_OK) throw std::runtime_error("lost");
-      auto* reply = static_cast<redisReply*>(raw);
-      std::string line = describe(*reply);
-      freeReplyObject(reply);
-      if (line.find(sentinel) != std::string::npos) break;
-      if (line.find("\"UNLINK\"") == std::string::npos) continue;
-      auto at = line.find("\"UNLINK\"") + 8;
-      while ((at = line.find('"', at)) != std::string::npos) {
-        auto end = line.find('"', at + 1);
-        keys_.push_back(line.substr(at + 1, end - at - 1));
-        at = end + 1;
-      }
-    }
-    return keys_;
-  }
-
- private:
-  int port_;
-  redisContext* client_;
-  int sentinels_ = 0;
-  std::vector<std::string> keys_;
-};
-
 class RedisClusterHarness : public SinkHarness {
  public:
   explicit RedisClusterHarness(std::string extra)

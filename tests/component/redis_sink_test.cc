@@ -13,11 +13,11 @@
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
-#include <prometheus/text_serializer.h>
 #include <nlohmann/json.hpp>
 
 #include "daemon/metrics/metrics.h"
 #include "tests/support/redis_server.h"
+#include "tests/support/redis_sink_support.h"
 #include "tests/support/sink_conformance.h"
 #include "tests/support/test_util.h"
 
@@ -25,98 +25,7 @@ namespace cdcd::test {
 namespace {
 
 using namespace std::chrono_literals;
-
-// A plain hiredis client, independent of the sink's connection code.
-class Client {
- public:
-  explicit Client(int port) : context_(redisConnect("127.0.0.1", port)) {
-    if (context_ == nullptr || context_->err != 0) throw std::runtime_error("cannot connect");
-  }
-  ~Client() { redisFree(context_); }
-  Client(const Client&) = delete;
-  Client& operator=(const Client&) = delete;
-
-  // The reply as text: a string, status, error ("ERR ..."), integer, or "(nil)".
-  std::string run(const std::vector<std::string>& args) {
-    std::vector<const char*> argv;
-    std::vector<size_t> lengths;
-    for (const auto& arg : args) {
-      argv.push_back(arg.data());
-      lengths.push_back(arg.size());
-    }
-    auto* reply = static_cast<redisReply*>(
-        redisCommandArgv(context_, static_cast<int>(argv.size()), argv.data(), lengths.data()));
-    if (reply == nullptr) throw std::runtime_error("connection lost");
-    std::string text = describe(*reply);
-    freeReplyObject(reply);
-    return text;
-  }
-  bool exists(const std::string& key) { return run({"EXISTS", key}) == "1"; }
-  redisContext* context() { return context_; }
-
-  static std::string describe(const redisReply& reply) {
-    switch (reply.type) {
-      case REDIS_REPLY_INTEGER:
-        return std::to_string(reply.integer);
-      case REDIS_REPLY_NIL:
-        return "(nil)";
-      case REDIS_REPLY_ARRAY:
-        return "(array)";
-      default:
-        return std::string(reply.str, reply.len);
-    }
-  }
-
- private:
-  redisContext* context_;
-};
-
-// Follows MONITOR: every UNLINK the server executed (directly or inside the fence script), in
-// order. A sentinel ECHO marks how far the feed must be read.
-class Monitor {
- public:
-  explicit Monitor(int port) : client_(port), control_(port) {
-    if (client_.run({"MONITOR"}) != "OK") throw std::runtime_error("MONITOR refused");
-  }
-
-  std::vector<std::string> unlinked_keys() {
-    const std::string sentinel = "cdcd-sentinel-" + std::to_string(++sentinels_);
-    control_.run({"ECHO", sentinel});
-    while (true) {
-      void* raw = nullptr;
-      if (redisGetReply(client_.context(), &raw) != REDIS_OK) throw std::runtime_error("lost");
-      auto* reply = static_cast<redisReply*>(raw);
-      std::string line = Client::describe(*reply);
-      freeReplyObject(reply);
-      if (line.find(sentinel) != std::string::npos) break;
-      if (line.find("\"UNLINK\"") == std::string::npos) continue;
-      // 1700000000.123 [0 127.0.0.1:5555] "UNLINK" "k1" "k2"
-      auto at = line.find("\"UNLINK\"") + 8;
-      while ((at = line.find('"', at)) != std::string::npos) {
-        auto end = line.find('"', at + 1);
-        keys_.push_back(line.substr(at + 1, end - at - 1));
-        at = end + 1;
-      }
-    }
-    return keys_;
-  }
-
- private:
-  Client client_;
-  Client control_;
-  int sentinels_ = 0;
-  std::vector<std::string> keys_;
-};
-
-std::unique_ptr<Sink> started_sink(const std::string& yaml, Metrics& metrics) {
-  auto sink = build_plugin_sink("redis", yaml, metrics);
-  if (sink == nullptr) return nullptr;
-  if (auto status = sink->start(); !status) {
-    ADD_FAILURE() << status.error().message;
-    return nullptr;
-  }
-  return sink;
-}
+using Client = RedisClient;
 
 // Key "{entity}:{key.id}": MONITOR's UNLINKs read back as the changes, in order. Blocked: the
 // server is stopped (SIGSTOP), so nothing is answered. A write() queues its commands and returns
@@ -172,35 +81,6 @@ Change change_of(const std::string& entity, std::uint64_t lsn, const std::string
   change.new_row = new_row;
   change.old_row = old_row;
   return change;
-}
-
-BatchPtr batch_of(std::vector<Change> changes) {
-  auto batch = std::make_shared<Batch>();
-  batch->source_name = "db";
-  batch->changes = std::move(changes);
-  return batch;
-}
-
-DeliveryReport write_and_wait(Sink& sink, BatchPtr batch) {
-  std::promise<DeliveryReport> done;
-  sink.write(std::move(batch),
-             [&done](DeliveryReport report) { done.set_value(std::move(report)); });
-  return done.get_future().get();
-}
-
-double metric(Metrics& metrics, const std::string& name) {
-  const std::string text = prometheus::TextSerializer().Serialize(metrics.registry()->Collect());
-  double total = 0;
-  std::size_t at = 0;
-  while ((at = text.find("\n" + name, at)) != std::string::npos) {
-    auto line_end = text.find('\n', at + 1);
-    std::string line = text.substr(at + 1, line_end - at - 1);
-    if (line.starts_with(name + "{") || line.starts_with(name + " ")) {
-      total += std::stod(line.substr(line.rfind(' ') + 1));
-    }
-    at = line_end;
-  }
-  return total;
 }
 
 class RedisSinkTest : public ::testing::Test {
