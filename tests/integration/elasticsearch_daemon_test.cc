@@ -3,11 +3,7 @@
 // per-request 429s and SIGKILLs at random moments while the log grows; a mapping error dead-letters
 // exactly that change; bad credentials stop the daemon at start with one clear error.
 
-#include <cstdlib>
-#include <iostream>
 #include <map>
-#include <random>
-#include <thread>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -82,35 +78,12 @@ TEST(ElasticsearchDaemonTest, IndexConvergesOnTheSourceThrough429sAndSigkills) {
   server.faults({{"item_statuses", {{"count", 600}, {"status", 429}}},
                  {"request_statuses", {429, 503, 429}}});
 
-  std::uint64_t seed = std::random_device{}();
-  if (const char* fixed = std::getenv("CDCD_TEST_SEED")) seed = std::strtoull(fixed, nullptr, 10);
-  std::cout << "kill schedule seed " << seed << " (set CDCD_TEST_SEED to repeat it)\n";
-  std::mt19937_64 random(seed);
-  std::uniform_int_distribution<int> delay_ms(0, 400);
-
   DaemonProcess daemon(dir.file("cdcd.yaml"), dir.path());
   LogAppender appender(log_path, log, text, kChunkChanges, kChunkPeriod);
   appender.start();
-  std::uint64_t checkpointed = 0;
-  auto checkpoint_lsn = [&] {
-    auto checkpoint = read_checkpoint_file(checkpoints + "/c.json");
-    return checkpoint ? checkpoint->lsn : 0;
-  };
-  for (int kill = 0; kill < kKills; ++kill) {
-    daemon.start();
-    // Each killed run makes progress first (on a loaded machine a fixed delay may end a run before
-    // its first checkpoint), then dies at a random moment in the middle of its writes.
-    ASSERT_TRUE(wait_until([&] { return checkpoint_lsn() > checkpointed; }, scaled(30s)))
-        << daemon.stderr_text();
-    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms(random)));
-    ASSERT_TRUE(daemon.running()) << daemon.stderr_text();
-    EXPECT_FALSE(appender.done()) << "kill " << kill << " came after the whole log was written";
-    daemon.kill();
+  ASSERT_TRUE(kill_at_random_moments(daemon, appender, checkpoints + "/c.json", kKills, [&] {
     server.faults({{"item_statuses", {{"count", 300}, {"status", 429}}}});
-    checkpointed = checkpoint_lsn();
-    std::cout << "kill " << kill << ": " << appender.chunks_written() << "/" << appender.chunks()
-              << " chunks appended, checkpoint " << checkpointed << "\n";
-  }
+  }));
   appender.join();
   ASSERT_EQ(appender.error(), "");
   daemon.start();

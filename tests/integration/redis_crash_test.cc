@@ -4,12 +4,8 @@
 // change touched is still there. An acknowledgement before Redis confirmed a delete would leave a
 // touched key behind once the checkpoint passed its change.
 
-#include <cstdlib>
-#include <iostream>
-#include <random>
 #include <set>
 #include <sstream>
-#include <thread>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -75,33 +71,10 @@ TEST(RedisCrashTest, EveryTouchedKeyIsInvalidatedThroughSigkills) {
                         "    batch: {max_events: 300, max_wait: 20ms}\n"
                         "log: {level: info}\n");
 
-  std::uint64_t seed = std::random_device{}();
-  if (const char* fixed = std::getenv("CDCD_TEST_SEED")) seed = std::strtoull(fixed, nullptr, 10);
-  std::cout << "kill schedule seed " << seed << " (set CDCD_TEST_SEED to repeat it)\n";
-  std::mt19937_64 random(seed);
-  std::uniform_int_distribution<int> delay_ms(0, 400);
-
   DaemonProcess daemon(dir.file("cdcd.yaml"), dir.path());
   LogAppender appender(log_path, log, text, kChunkChanges, kChunkPeriod);
   appender.start();
-  std::uint64_t checkpointed = 0;
-  auto checkpoint_lsn = [&] {
-    auto checkpoint = read_checkpoint_file(checkpoints + "/c.json");
-    return checkpoint ? checkpoint->lsn : 0;
-  };
-  for (int kill = 0; kill < kKills; ++kill) {
-    daemon.start();
-    // Each killed run makes progress first, then dies at a random moment among its writes.
-    ASSERT_TRUE(wait_until([&] { return checkpoint_lsn() > checkpointed; }, scaled(30s)))
-        << daemon.stderr_text();
-    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms(random)));
-    ASSERT_TRUE(daemon.running()) << daemon.stderr_text();
-    EXPECT_FALSE(appender.done()) << "kill " << kill << " came after the whole log was written";
-    daemon.kill();
-    checkpointed = checkpoint_lsn();
-    std::cout << "kill " << kill << ": " << appender.chunks_written() << "/" << appender.chunks()
-              << " chunks appended, checkpoint " << checkpointed << "\n";
-  }
+  ASSERT_TRUE(kill_at_random_moments(daemon, appender, checkpoints + "/c.json", kKills));
   appender.join();
   ASSERT_EQ(appender.error(), "");
   daemon.start();

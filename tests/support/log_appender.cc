@@ -3,6 +3,12 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cstdlib>
+#include <iostream>
+#include <random>
+
+#include <gtest/gtest.h>
+
 namespace cdcd::test {
 
 LogAppender::LogAppender(std::string path, const NativeFile& log, const std::string& text,
@@ -44,6 +50,41 @@ void LogAppender::run() {
     std::this_thread::sleep_for(period_);  // pacing, not synchronisation
   }
   done_ = true;
+}
+
+bool kill_at_random_moments(DaemonProcess& daemon, const LogAppender& appender,
+                            const std::string& checkpoint_path, int kills,
+                            const std::function<void()>& after_kill) {
+  std::uint64_t seed = std::random_device{}();
+  if (const char* fixed = std::getenv("CDCD_TEST_SEED")) seed = std::strtoull(fixed, nullptr, 10);
+  std::cout << "kill schedule seed " << seed << " (set CDCD_TEST_SEED to repeat it)\n";
+  std::mt19937_64 random(seed);
+  std::uniform_int_distribution<int> delay_ms(0, 400);
+  auto checkpoint_lsn = [&] {
+    auto checkpoint = read_checkpoint_file(checkpoint_path);
+    return checkpoint ? checkpoint->lsn : 0;
+  };
+  std::uint64_t checkpointed = 0;
+  for (int kill = 0; kill < kills; ++kill) {
+    daemon.start();
+    if (!wait_until([&] { return checkpoint_lsn() > checkpointed; },
+                    scaled(std::chrono::seconds(30)))) {
+      ADD_FAILURE() << "run " << kill << " made no progress: " << daemon.stderr_text();
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms(random)));
+    if (!daemon.running()) {
+      ADD_FAILURE() << "run " << kill << " ended by itself: " << daemon.stderr_text();
+      return false;
+    }
+    EXPECT_FALSE(appender.done()) << "kill " << kill << " came after the whole log was written";
+    daemon.kill();
+    if (after_kill) after_kill();
+    checkpointed = checkpoint_lsn();
+    std::cout << "kill " << kill << ": " << appender.chunks_written() << "/" << appender.chunks()
+              << " chunks appended, checkpoint " << checkpointed << "\n";
+  }
+  return true;
 }
 
 }  // namespace cdcd::test

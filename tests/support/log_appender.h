@@ -3,6 +3,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -42,5 +43,14 @@ class LogAppender {
   std::atomic<bool> failed_{false};
   std::atomic<std::size_t> written_{0};
 };
+
+// Starts `daemon` `kills` times while `appender` writes the log. Each run makes progress first (the
+// checkpoint in `checkpoint_path` moves: on a loaded machine a fixed delay may end a run before its
+// first checkpoint), then is SIGKILLed at a random moment among its writes; `after_kill` runs after
+// each kill. The schedule's seed is printed (CDCD_TEST_SEED repeats it). Adds a test failure and
+// returns false when a run makes no progress or ends by itself.
+bool kill_at_random_moments(DaemonProcess& daemon, const LogAppender& appender,
+                            const std::string& checkpoint_path, int kills,
+                            const std::function<void()>& after_kill = {});
 
 }  // namespace cdcd::test
