@@ -327,14 +327,12 @@ class Parser {
     if (node.is_scalar()) {
       auto raw = scan_.raw_at(node.location());
       if (!raw) return;
-      for (std::size_t i = 0; i < config_.checkpoint_stores.size(); ++i) {
-        if (store_urls_.count(i) && store_urls_[i] == *raw) {
-          consumer.checkpoint_store = i;
-          return;
-        }
+      if (auto shared = store_by_url_.find(*raw); shared != store_by_url_.end()) {
+        consumer.checkpoint_store = shared->second;
+        return;
       }
       store = store_from_url(node, *raw, name);
-      if (store) store_urls_[config_.checkpoint_stores.size()] = *raw;
+      if (store) store_by_url_[*raw] = config_.checkpoint_stores.size();
     } else if (node.expect_map()) {
       store = store_from_map(node, name);
     }
@@ -631,7 +629,7 @@ class Parser {
   std::vector<std::string> sink_names_;
   std::chrono::milliseconds default_interval_{1000};  // the top-level store's
   bool has_top_level_store_ = false;
-  std::map<std::size_t, std::string> store_urls_;  // checkpoint_stores index -> its raw URL
+  std::map<std::string, std::size_t> store_by_url_;  // raw URL -> index in checkpoint_stores
 };
 
 // Where the indentation of line `line` (0-based) holds a tab, if it does and the line holds more.
