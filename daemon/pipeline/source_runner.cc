@@ -160,6 +160,13 @@ void SourceRunner::join() {
   if (thread_.joinable()) thread_.join();
 }
 
+// The deadline of the last request_stop() (a later one may move it); none before the first.
+Clock::time_point SourceRunner::drain_deadline() const {
+  const auto deadline_ns = drain_deadline_ns_.load();
+  return deadline_ns == 0 ? Clock::time_point::max()
+                          : Clock::time_point(Clock::duration(deadline_ns));
+}
+
 void SourceRunner::note_turn() { last_turn_ = Clock::now().time_since_epoch().count(); }
 
 Clock::time_point SourceRunner::last_turn() const {
@@ -257,10 +264,7 @@ void SourceRunner::run() {
 // hand; it gives up when a poll brings nothing (the rest is not written yet), when the consumers
 // stay full, and after kFinishTransactionLimit or at the drain deadline.
 void SourceRunner::finish_open_transaction(FanOut& fan_out) {
-  const auto deadline_ns = drain_deadline_ns_.load();
-  auto deadline = Clock::now() + kFinishTransactionLimit;
-  if (deadline_ns != 0)
-    deadline = std::min(deadline, Clock::time_point(Clock::duration(deadline_ns)));
+  const auto deadline = std::min(drain_deadline(), Clock::now() + kFinishTransactionLimit);
   fan_out.finish_transaction(true);
   while (fan_out.transaction_open() && Clock::now() < deadline) {
     note_turn();
@@ -279,17 +283,11 @@ void SourceRunner::finish_open_transaction(FanOut& fan_out) {
 void SourceRunner::finish() {
   // Consumers are draining what was read; their last checkpoints may still release log for the
   // source, so wait for them (bounded by the shutdown deadline) before closing the source.
-  auto deadline_ns = drain_deadline_ns_.load();
-  auto deadline =
-      deadline_ns == 0 ? Clock::time_point::max() : Clock::time_point(Clock::duration(deadline_ns));
-  while (Clock::now() < deadline &&
+  while (Clock::now() < drain_deadline() &&
          std::any_of(consumers_.begin(), consumers_.end(),
                      [](Consumer* c) { return c->state() == ConsumerState::kRunning; })) {
     note_turn();
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    if (drain_deadline_ns_.load() != 0) {
-      deadline = Clock::time_point(Clock::duration(drain_deadline_ns_.load()));
-    }
   }
   commit_checkpoints();
   source_->stop();

@@ -48,6 +48,7 @@ class SourceRunner {
   bool start_source();
   void commit_checkpoints();
   void finish_open_transaction(FanOut& fan_out);
+  std::chrono::steady_clock::time_point drain_deadline() const;
   void finish();
   void wait_interruptibly(std::chrono::milliseconds duration);
   void note_turn();
