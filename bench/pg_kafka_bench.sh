@@ -14,6 +14,8 @@
 #    consumer's fetch, so it bounds commit -> delivery report from above.
 #
 # Usage: bench/pg_kafka_bench.sh [ROWS] [ROUNDS] [LATENCY_SECONDS]   (defaults: 500000, 3, 20)
+# LATENCY_MAX_WAIT (default 5ms) is the latency run's batch max_wait, LATENCY_LINGER_MS its
+# producer's linger.ms (default: librdkafka's, 5).
 # BUILD_DIR selects the build directory (configured and built if needed).
 set -euo pipefail
 rows=${1:-500000}
@@ -47,19 +49,19 @@ psql_ -c "CREATE TABLE bench (id bigint PRIMARY KEY, v text NOT NULL, n int NOT 
           CREATE TABLE lat (id bigserial PRIMARY KEY, v int);
           CREATE PUBLICATION pub FOR TABLE bench, lat;"
 
-sink_config() {  # kind (file | native | debezium), destination (file path or topic)
+sink_config() {  # kind (file | native | debezium), destination (file path or topic), [kafka settings]
   case $1 in
     file) echo "out: {type: file, path: $2, format: native, fsync: never}" ;;
-    *) echo "out: {type: kafka, brokers: \"$bootstrap\", topic: $2, format: $1}" ;;
+    *) echo "out: {type: kafka, brokers: \"$bootstrap\", topic: $2, format: $1${3:-}}" ;;
   esac
 }
 
-write_config() {  # slot, sink kind, destination, batch max_wait
+write_config() {  # slot, sink kind, destination, batch max_wait, [extra sink settings]
   cat >"$work/cdcd.yaml" <<YAML
 sources:
   pg: {type: postgres, dsn: "$dsn", slot: $1, publication: pub, create_slot: true, status_interval: 1s}
 sinks:
-  $(sink_config "$2" "$3")
+  $(sink_config "$2" "$3" "${5:-}")
 checkpoints: {type: file, dir: $work/checkpoints-$1, interval: 1s}
 consumers:
   all: {source: pg, sinks: [out], batch: {max_events: 2000, max_wait: $4}}
@@ -193,7 +195,9 @@ measure batched "$rows" "
 
 # --- Latency at a steady 5,000 transactions/s ---------------------------------------------------
 mock create_topic bench.latency "$partitions" 3
-write_config cdcd_latency native bench.latency 5ms
+linger=""
+[ -n "${LATENCY_LINGER_MS:-}" ] && linger=", properties: {linger.ms: \"$LATENCY_LINGER_MS\"}"
+write_config cdcd_latency native bench.latency "${LATENCY_MAX_WAIT:-5ms}" "$linger"
 "$build/cdcd" run --config "$work/cdcd.yaml" 2>"$work/cdcd-latency.log" &
 cdcd_pid=$!
 until [ "$(psql_ -Atc "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'cdcd_latency' AND active")" = 1 ]; do
