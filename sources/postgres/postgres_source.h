@@ -119,6 +119,8 @@ class PostgresSource : public Source {
   std::uint32_t begin_xid_ = 0;
   PendingTransaction pending_;
   std::vector<Change> decoded_;
+  // A message of the pending transaction whose decoding failed for now, to decode again first.
+  std::optional<std::string> undecoded_;
 
   std::uint64_t next_lsn_ = 0;  // transactions committed before it are not delivered again
   std::atomic<std::uint64_t> committed_lsn_{0};
