@@ -540,6 +540,7 @@ Status PostgresSource::handle_message(std::string_view message) {
       if (!begin) return fail("malformed pgoutput Begin message");
       in_transaction_ = true;
       begin_xid_ = begin->xid;
+      begin_lsn_ = message_lsn_;
       buffer_.clear();
       return ok();
     }
@@ -553,6 +554,7 @@ Status PostgresSource::handle_message(std::string_view message) {
                                     commit->commit_lsn,
                                     commit->commit_time + kPostgresEpochUnixUs,
                                     begin_xid_,
+                                    begin_lsn_,
                                     0};
       last_activity_ = Clock::now();
       if (buffer_.spilled()) {
@@ -608,6 +610,7 @@ Result<bool> PostgresSource::emit_pending(Emitter& out) {
       change.txid = pending_.xid;
       change.source = database_;
       change.event_lsn = buffer_.lsn();
+      change.begin_lsn = pending_.begin_lsn;
       change.previous_commit_lsn = next_lsn_ > 0 ? next_lsn_ - 1 : 0;
       out.emit(std::move(change));
     }

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "daemon/format/debezium_transactions.h"
 #include "daemon/format/format.h"
 #include "sources/postgres/postgres_source.h"
 #include "tests/support/postgres_source_fixture.h"
@@ -488,6 +489,52 @@ TEST_F(DebeziumPostgresTest, SnapshotRowsHaveTheStreamsColumnTypes) {
   EXPECT_EQ(after_field_schema(snapshot, "p")["parameters"]["scale"], "2");
   EXPECT_EQ(snapshot["payload"]["after"],
             json({{"id", 1}, {"m", "sad"}, {"p", "AJY="}, {"b", "qgI="}, {"vb", "Aw=="}}));
+}
+
+// Debezium's PostgreSQL connector names a transaction "txId:LSN", the LSN being that of the
+// record the id is in (PostgresTransactionMonitor takes it from the offset at each record): the
+// BEGIN's is the position of the transaction's Begin message, a change's block has the change's.
+// test_decoding, on a slot of its own, reports the same positions for the same messages.
+TEST_F(DebeziumPostgresTest, TransactionIdsCarryThePositionOfTheirRecord) {
+  sql("CREATE TABLE t (id int PRIMARY KEY, v text)");
+  const std::string oracle = "oracle_" + db_;
+  sql("SELECT pg_create_logical_replication_slot('" + oracle + "', 'test_decoding')");
+  auto& source = start_source(options());
+  sql("BEGIN; INSERT INTO t VALUES (1, repeat('x', 10)); INSERT INTO t VALUES (2, 'y'); COMMIT");
+  RecordingEmitter out;
+  ASSERT_TRUE(read_transactions(source, out, 1));
+  auto changes = out.changes_of("public.t");
+  ASSERT_EQ(changes.size(), 2u);
+  ASSERT_TRUE(changes[0].txid);
+  const std::string txid = std::to_string(*changes[0].txid);
+  auto position_of = [&](const std::string& condition) {
+    return value("SELECT (lsn - '0/0')::bigint FROM pg_logical_slot_peek_changes('" + oracle +
+                 "', NULL, NULL) WHERE xid = '" + txid + "' AND " + condition +
+                 " ORDER BY lsn LIMIT 1")
+        .value_or("none");
+  };
+  const std::string begin_lsn = position_of("data LIKE 'BEGIN%'");
+  const std::string second_lsn = position_of("data LIKE '%INSERT: id[integer]:2 %'");
+  sql("SELECT pg_drop_replication_slot('" + oracle + "')");
+
+  Options options;
+  options.transaction_metadata = true;
+  DebeziumTransactions transactions;
+  std::vector<DebeziumRecord> records;
+  EncodeContext context{"pg", "postgres", kProcessedAtUs, &options};
+  ASSERT_NE(transactions.next(changes[0], context, records), nullptr);
+  ASSERT_EQ(records.size(), 1u);
+  EXPECT_EQ(json::parse(records[0].value)["status"], "BEGIN");
+  EXPECT_EQ(json::parse(records[0].value)["id"], txid + ":" + begin_lsn);
+  EXPECT_EQ(json::parse(records[0].key)["id"], txid + ":" + begin_lsn);
+  const TransactionBlock* block = transactions.next(changes[1], context, records);
+  ASSERT_NE(block, nullptr);
+  EXPECT_EQ(std::string(block->id), txid + ":" + second_lsn);
+  context.transaction = block;
+  std::string line;
+  encode_change(Format::kDebezium, changes[1], context, line);
+  EXPECT_EQ(json::parse(line)["transaction"]["id"], txid + ":" + second_lsn);
+  EXPECT_EQ(json::parse(line)["source"]["lsn"].dump(), second_lsn);
 }
 
 TEST_F(DebeziumPostgresTest, SnapshotRowsCarryFirstAndLastMarkers) {
