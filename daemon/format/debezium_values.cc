@@ -571,7 +571,27 @@ std::string base64_decode(std::string_view text) {
   return bytes;
 }
 
+// PostgreSQL's hex text of bytea ("\x0001ff") as base64: a domain over bytea keeps its text form
+// in the change (base64 never starts with a backslash). nullopt for any other text.
+std::optional<std::string> hex_bytea_as_base64(std::string_view text) {
+  if (!text.starts_with("\\x") || text.size() % 2 != 0) return std::nullopt;
+  std::string bytes;
+  for (std::size_t pos = 2; pos < text.size(); pos += 2) {
+    unsigned byte = 0;
+    auto [end, error] = std::from_chars(text.data() + pos, text.data() + pos + 2, byte, 16);
+    if (error != std::errc() || end != text.data() + pos + 2) return std::nullopt;
+    bytes += static_cast<char>(byte);
+  }
+  std::string base64;
+  json::append_base64(base64, bytes);
+  return base64;
+}
+
 void append_bytes(std::string& out, std::string_view base64, const Options& options) {
+  if (auto converted = hex_bytea_as_base64(base64)) {
+    append_bytes(out, *converted, options);
+    return;
+  }
   switch (options.binary) {
     case Options::BinaryMode::kBytes:  // JsonConverter writes bytes as base64
     case Options::BinaryMode::kBase64:

@@ -406,14 +406,20 @@ TEST_F(DebeziumPostgresTest, DomainsAreRepresentedAsTheirBaseTypes) {
       "CREATE DOMAIN amount AS numeric(10,2); CREATE DOMAIN price AS amount CHECK (VALUE >= 0);"
       "CREATE DOMAIN label AS text; CREATE DOMAIN short_label AS label;"
       "CREATE DOMAIN quantity AS int4; CREATE DOMAIN small_quantity AS quantity;"
+      "CREATE DOMAIN blob AS bytea; CREATE DOMAIN flag AS bool;"
       "CREATE TABLE items (id int PRIMARY KEY, a amount, p price, l short_label, "
-      "q small_quantity)",
-      {"INSERT INTO items VALUES (1, 1234.5, 3.1, 'x', 42)"}, "public.items");
+      "q small_quantity, bl blob, f flag)",
+      {"INSERT INTO items VALUES (1, 1234.5, 3.1, 'x', 42, '\\x0001ff', true)"}, "public.items");
   json after = debezium(change)["after"];
   EXPECT_EQ(after["a"], "AeI6");  // Decimal 123450, scale 2
   EXPECT_EQ(after["p"], "ATY=");  // Decimal 310, scale 2
   EXPECT_EQ(after["l"], "x");
   EXPECT_EQ(after["q"], 42);
+  EXPECT_EQ(after["bl"], "AAH/");
+  EXPECT_EQ(after["f"], true);
+  Options hex;
+  hex.binary = Options::BinaryMode::kHex;
+  EXPECT_EQ(debezium(change, hex)["after"]["bl"], "0001ff");
   Options schemas;
   schemas.schemas = true;
   const json decimal = json::parse(R"({"type":"bytes","optional":true,
@@ -427,6 +433,8 @@ TEST_F(DebeziumPostgresTest, DomainsAreRepresentedAsTheirBaseTypes) {
   EXPECT_EQ(p, decimal);
   EXPECT_EQ(logical_type(change, "l"), "string ");
   EXPECT_EQ(logical_type(change, "q"), "int32 ");
+  EXPECT_EQ(logical_type(change, "bl"), "bytes ");
+  EXPECT_EQ(logical_type(change, "f"), "boolean ");
 }
 
 // bit(1) and varbit(1) are booleans; longer bit strings io.debezium.data.Bits: the bits as one
