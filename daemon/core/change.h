@@ -58,6 +58,9 @@ struct Change {
   // The commit position of the transaction before this one (0: unknown), Debezium's
   // "last committed LSN".
   std::uint64_t previous_commit_lsn = 0;
+  // The position of the record that begins this change's transaction (0: unknown), which
+  // Debezium's PostgreSQL connector puts in the id of the transaction's BEGIN record.
+  std::uint64_t begin_lsn = 0;
   SnapshotMark snapshot_mark = SnapshotMark::kNone;
   // The column types of the entity, shared by its changes; null when the source has none.
   std::shared_ptr<const EntitySchema> schema;

@@ -11,9 +11,13 @@ namespace cdcd {
 // The declared type of one column, as the source knows it. Encoders that need more than the JSON
 // of a value (Debezium's logical types, a schema block) read it; nothing is guessed from values.
 struct ColumnType {
-  std::string name;  // the source's type name, e.g. "numeric", "timestamptz", "_int4" (array)
+  // The source's type name, e.g. "numeric", "timestamptz", "_int4" (array); for a PostgreSQL
+  // domain its base type's (followed through domains over domains), as the column is represented.
+  std::string name;
   std::uint32_t oid = 0;
-  std::int32_t modifier = -1;  // the source's type modifier (PostgreSQL atttypmod), -1 for none
+  // The source's type modifier (PostgreSQL atttypmod), -1 for none; for a domain the modifier
+  // the nearest domain declares for its base type (a domain over numeric(10,2)).
+  std::int32_t modifier = -1;
   // Derived from the modifier: numeric(precision, scale), time/timestamp/interval(precision),
   // char/varchar/bit(length); nullopt when the column does not declare it.
   std::optional<int> precision;
@@ -22,6 +26,8 @@ struct ColumnType {
   // For an array: its element's type name and OID (empty / 0 otherwise).
   std::string element_name;
   std::uint32_t element_oid = 0;
+  // For an enum (or a domain over one): its labels in their sort order.
+  std::optional<std::vector<std::string>> enum_labels;
 };
 
 struct ColumnSchema {

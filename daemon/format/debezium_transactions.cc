@@ -101,13 +101,9 @@ const TransactionBlock* DebeziumTransactions::next(const Change& change,
     lsn_ = change.lsn;
     timestamp_us_ = change.timestamp_us;
     source_name_ = context.source_name;
-    // Debezium's PostgreSQL connector: "txId:LSN". Sources without transaction ids: the lsn alone.
+    txid_ = change.txid;
     id_.clear();
-    if (change.txid) {
-      json::append_integer(id_, *change.txid);
-      id_ += ':';
-    }
-    json::append_integer(id_, change.lsn);
+    append_id(id_, change.begin_lsn != 0 ? change.begin_lsn : change.lsn);
     total_ = 0;
     collections_.clear();
     collection_index_.clear();
@@ -125,7 +121,9 @@ const TransactionBlock* DebeziumTransactions::next(const Change& change,
   }
   auto [it, added] = collection_index_.try_emplace(change.entity, collections_.size());
   if (added) collections_.emplace_back(change.entity, 0);
-  block_.id = id_;
+  block_id_.clear();
+  append_id(block_id_, change.event_lsn != 0 ? change.event_lsn : lsn_);
+  block_.id = block_id_;
   block_.total_order = ++total_;
   block_.data_collection_order = ++collections_[it->second].second;
   return &block_;
@@ -136,8 +134,21 @@ void DebeziumTransactions::finish(const Batch& batch, const EncodeContext& conte
   if (open_ && batch.transaction_ended_lsn == lsn_) end(context, records);
 }
 
+// Debezium's PostgreSQL connector: "txId:LSN", the LSN being the position of the record the id
+// is written in (the BEGIN's, each change's own, the END's), as its PostgresTransactionMonitor
+// takes it from the offset at each record. Sources without transaction ids: the LSN alone.
+void DebeziumTransactions::append_id(std::string& out, std::uint64_t lsn) const {
+  if (txid_) {
+    json::append_integer(out, *txid_);
+    out += ':';
+  }
+  json::append_integer(out, lsn);
+}
+
 void DebeziumTransactions::end(const EncodeContext& context, std::vector<DebeziumRecord>& records) {
   open_ = false;
+  id_.clear();
+  append_id(id_, lsn_);
   const DebeziumOptions& options = options_of(context);
   DebeziumRecord& record = records.emplace_back();
   record.topic = debezium_transaction_topic(options, source_name_);

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -63,9 +64,11 @@ class DebeziumTransactions {
 
  private:
   void end(const EncodeContext& context, std::vector<DebeziumRecord>& records);
+  void append_id(std::string& out, std::uint64_t lsn) const;
 
   bool open_ = false;
   std::uint64_t lsn_ = 0;
+  std::optional<std::uint64_t> txid_;
   std::string id_;
   std::string source_name_;  // of the open transaction, for its END's topic
   std::int64_t timestamp_us_ = 0;
@@ -73,6 +76,7 @@ class DebeziumTransactions {
   // Event count per table, in the order the transaction first touched them.
   std::vector<std::pair<std::string, std::uint64_t>> collections_;
   std::unordered_map<std::string, std::size_t> collection_index_;
+  std::string block_id_;
   TransactionBlock block_;
 };
 

@@ -1,5 +1,6 @@
 #include "daemon/format/debezium_values.h"
 
+#include <algorithm>
 #include <bit>
 #include <charconv>
 #include <cmath>
@@ -570,7 +571,27 @@ std::string base64_decode(std::string_view text) {
   return bytes;
 }
 
+// PostgreSQL's hex text of bytea ("\x0001ff") as base64: a domain over bytea keeps its text form
+// in the change (base64 never starts with a backslash). nullopt for any other text.
+std::optional<std::string> hex_bytea_as_base64(std::string_view text) {
+  if (!text.starts_with("\\x") || text.size() % 2 != 0) return std::nullopt;
+  std::string bytes;
+  for (std::size_t pos = 2; pos < text.size(); pos += 2) {
+    unsigned byte = 0;
+    auto [end, error] = std::from_chars(text.data() + pos, text.data() + pos + 2, byte, 16);
+    if (error != std::errc() || end != text.data() + pos + 2) return std::nullopt;
+    bytes += static_cast<char>(byte);
+  }
+  std::string base64;
+  json::append_base64(base64, bytes);
+  return base64;
+}
+
 void append_bytes(std::string& out, std::string_view base64, const Options& options) {
+  if (auto converted = hex_bytea_as_base64(base64)) {
+    append_bytes(out, *converted, options);
+    return;
+  }
   switch (options.binary) {
     case Options::BinaryMode::kBytes:  // JsonConverter writes bytes as base64
     case Options::BinaryMode::kBase64:
@@ -683,6 +704,56 @@ void append_verbatim(std::string& out, simdjson::dom::element value) {
   out += simdjson::minify(value);
 }
 
+// A bit string ("0110...") as Debezium's PostgreSQL connector sends io.debezium.data.Bits: the
+// bits as one binary number (the last character its lowest bit), in little-endian bytes, as
+// few as hold its highest set bit (none for zero); JsonConverter writes bytes as base64. Debezium
+// builds these bytes itself, so binary.handling.mode does not apply to them.
+void append_bits(std::string& out, std::string_view text) {
+  std::string bytes;
+  for (std::size_t bit = 0; bit < text.size(); ++bit) {
+    if (text[text.size() - 1 - bit] != '1') continue;
+    bytes.resize(std::max(bytes.size(), bit / 8 + 1), '\0');
+    bytes[bit / 8] = static_cast<char>(bytes[bit / 8] | (1 << (bit % 8)));
+  }
+  out += '"';
+  json::append_base64(out, bytes);
+  out += '"';
+}
+
+// A value the source kept as text (a domain's value: the source maps values by their declared
+// type) for a kind whose JSON is a number or boolean; text that is no such value stays a string.
+void append_text_as_json(std::string& out, DebeziumKind kind, std::string_view text) {
+  if (kind == DebeziumKind::kBoolean) {
+    if (text == "t" || text == "1") {
+      out += "true";
+      return;
+    }
+    if (text == "f" || text == "0") {
+      out += "false";
+      return;
+    }
+  } else if (kind == DebeziumKind::kFloat32 || kind == DebeziumKind::kFloat64) {
+    double number = 0;
+    auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), number);
+    if (error == std::errc() && end == text.data() + text.size()) {
+      append_double(out, number);
+      return;
+    }
+    if (text == "NaN" || text == "Infinity" || text == "-Infinity") {
+      json::append_string(out, text);
+      return;
+    }
+  } else {
+    std::int64_t number = 0;
+    auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), number);
+    if (error == std::errc() && end == text.data() + text.size()) {
+      json::append_integer(out, number);
+      return;
+    }
+  }
+  json::append_string(out, text);
+}
+
 void append_scalar(std::string& out, DebeziumKind kind, const ColumnType& type,
                    simdjson::dom::element value, const Options& options) {
   std::string_view text;
@@ -718,6 +789,15 @@ void append_scalar(std::string& out, DebeziumKind kind, const ColumnType& type,
       return append_hstore(out, text, options);
     case DebeziumKind::kPoint:
       return append_point(out, text);
+    case DebeziumKind::kBits:
+      return append_bits(out, text);
+    case DebeziumKind::kBoolean:
+    case DebeziumKind::kInt16:
+    case DebeziumKind::kInt32:
+    case DebeziumKind::kInt64:
+    case DebeziumKind::kFloat32:
+    case DebeziumKind::kFloat64:
+      return append_text_as_json(out, kind, text);
     case DebeziumKind::kJson:  // a JSON string scalar: its JSON text, as a string
       json::append_string(out, simdjson::minify(value));
       return;
@@ -761,6 +841,13 @@ DebeziumKind kind_of_name(std::string_view name) {
   return DebeziumKind::kVerbatim;
 }
 
+// The `length` of io.debezium.data.Bits: the declared bit count, or for a varbit without one
+// what the JDBC driver reports as its precision (Integer.MAX_VALUE).
+std::int64_t bits_length(const ColumnType& type) {
+  constexpr std::int64_t kUnboundedLength = 2147483647;
+  return type.length.value_or(kUnboundedLength);
+}
+
 struct LogicalType {
   std::string_view type;
   std::string_view name;  // empty: none
@@ -769,6 +856,10 @@ struct LogicalType {
 LogicalType logical_type(DebeziumKind kind, const ColumnType& type, const Options& options) {
   const bool connect = options.time_precision == Options::TimePrecisionMode::kConnect;
   switch (kind) {
+    case DebeziumKind::kEnum:
+      return {"string", "io.debezium.data.Enum"};
+    case DebeziumKind::kBits:
+      return {"bytes", "io.debezium.data.Bits"};
     case DebeziumKind::kBoolean:
       return {"boolean", {}};
     case DebeziumKind::kInt16:
@@ -860,7 +951,20 @@ void append_value_schema(std::string& out, DebeziumKind kind, DebeziumKind eleme
     out += logical.name;
     out += "\",\"version\":1";
   }
-  if (logical.name == "org.apache.kafka.connect.data.Decimal") {
+  if (kind == DebeziumKind::kEnum) {
+    std::string allowed;
+    for (const auto& label : *type.enum_labels) {
+      if (!allowed.empty()) allowed += ',';
+      allowed += label;
+    }
+    out += ",\"parameters\":{\"allowed\":";
+    json::append_string(out, allowed);
+    out += '}';
+  } else if (kind == DebeziumKind::kBits) {
+    out += ",\"parameters\":{\"length\":\"";
+    json::append_integer(out, bits_length(type));
+    out += "\"}";
+  } else if (logical.name == "org.apache.kafka.connect.data.Decimal") {
     out += ",\"parameters\":{\"scale\":\"";
     json::append_integer(
         out, kind == DebeziumKind::kMoney ? options.money_fraction_digits : type.scale.value_or(0));
@@ -927,6 +1031,12 @@ std::string unscaled_bytes(std::string_view digits) {
 ColumnMapping map_column(const ColumnType& type) {
   if (!type.element_name.empty()) {
     return {DebeziumKind::kArray, kind_of_name(type.element_name)};
+  }
+  if (type.enum_labels) return {DebeziumKind::kEnum, DebeziumKind::kVerbatim};
+  if (type.name == "bit" || type.name == "varbit") {
+    // bit is bit(1) unless declared longer; Debezium takes a one-bit column for a boolean.
+    const bool one_bit = type.name == "bit" ? type.length.value_or(1) <= 1 : type.length == 1;
+    return {one_bit ? DebeziumKind::kBoolean : DebeziumKind::kBits, DebeziumKind::kVerbatim};
   }
   return {kind_of_name(type.name), DebeziumKind::kVerbatim};
 }

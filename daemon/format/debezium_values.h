@@ -14,8 +14,9 @@
 namespace cdcd::format_internal {
 
 enum class DebeziumKind : std::uint8_t {
-  kVerbatim,  // the source's JSON as is (text, enums, domains, inet, ranges, ...)
-  kBoolean,
+  kVerbatim,  // the source's JSON as is (text, inet, ranges, ...)
+  kEnum,      // io.debezium.data.Enum with its labels
+  kBoolean,   // also bit(1): "1" / "0"
   kInt16,
   kInt32,
   kInt64,
@@ -30,6 +31,7 @@ enum class DebeziumKind : std::uint8_t {
   kTimestampTz,
   kInterval,
   kBytes,
+  kBits,  // bit(n > 1), varbit: io.debezium.data.Bits
   kJson,
   kXml,
   kUuid,

@@ -30,22 +30,30 @@ void apply_modifier(ColumnType& type) {
   }
 }
 
-std::string type_name(std::uint32_t oid, std::string_view known_name,
-                      const CustomTypeNames& custom) {
+std::string type_name(std::uint32_t oid, std::string_view known_name, const CustomTypes& custom) {
   if (!known_name.empty()) return std::string(known_name);
   if (auto builtin = builtin_type_name(oid); !builtin.empty()) return std::string(builtin);
   if (auto builtin_element = builtin_array_element(oid); builtin_element != 0) {
     return "_" + std::string(builtin_type_name(builtin_element));
   }
   auto it = custom.find(oid);
-  return it == custom.end() ? std::string("unknown") : it->second;
+  return it == custom.end() || it->second.name.empty() ? std::string("unknown") : it->second.name;
 }
 
 }  // namespace
 
 ColumnType column_type(std::uint32_t oid, std::int32_t modifier, std::string_view known_name,
-                       const CustomTypeNames& custom) {
+                       const CustomTypes& custom) {
+  auto found = custom.find(oid);
+  const CustomType* resolved = found == custom.end() ? nullptr : &found->second;
+  if (resolved != nullptr && resolved->base_oid != 0) {
+    // A domain column has no modifier of its own (atttypmod is -1): the domain declares it.
+    oid = resolved->base_oid;
+    known_name = resolved->base_name;
+    if (modifier < 0) modifier = resolved->base_modifier;
+  }
   ColumnType type;
+  if (resolved != nullptr) type.enum_labels = resolved->enum_labels;
   type.oid = oid;
   type.modifier = modifier;
   type.name = type_name(oid, known_name, custom);
@@ -73,7 +81,7 @@ ColumnType column_type(std::uint32_t oid, std::int32_t modifier, std::string_vie
 
 std::shared_ptr<const EntitySchema> make_entity_schema(std::string entity,
                                                        const std::vector<DeclaredColumn>& columns,
-                                                       const CustomTypeNames& custom) {
+                                                       const CustomTypes& custom) {
   auto schema = std::make_shared<EntitySchema>();
   schema->entity = std::move(entity);
   schema->columns.reserve(columns.size());

@@ -12,6 +12,7 @@
 
 #include "daemon/core/lsn.h"
 #include "sources/postgres/pgoutput.h"
+#include "sources/postgres/type_catalog.h"
 
 namespace cdcd::postgres {
 
@@ -71,6 +72,11 @@ PostgresSource::PostgresSource(PostgresSourceOptions options, SourceContext cont
                           .Help("Rows read by the initial snapshot, per table")
                           .Register(*context_.registry);
   }
+  decoder_.set_type_lookup([this](std::uint32_t oid) -> Result<CustomType> {
+    auto conn = sql();
+    if (!conn) return tl::unexpected(conn.error());
+    return look_up_type(**conn, oid);
+  });
 }
 
 PostgresSource::~PostgresSource() = default;
@@ -83,6 +89,7 @@ Status PostgresSource::start(const StartPosition& from) {
   next_lsn_ = from.first_lsn;
   in_transaction_ = false;
   pending_ = {};
+  undecoded_.reset();
   buffer_.clear();
 
   auto sql = PgConnection::connect(options_.dsn, source_overrides(options_.dsn));
@@ -533,6 +540,7 @@ Status PostgresSource::handle_message(std::string_view message) {
       if (!begin) return fail("malformed pgoutput Begin message");
       in_transaction_ = true;
       begin_xid_ = begin->xid;
+      begin_lsn_ = message_lsn_;
       buffer_.clear();
       return ok();
     }
@@ -546,6 +554,7 @@ Status PostgresSource::handle_message(std::string_view message) {
                                     commit->commit_lsn,
                                     commit->commit_time + kPostgresEpochUnixUs,
                                     begin_xid_,
+                                    begin_lsn_,
                                     0};
       last_activity_ = Clock::now();
       if (buffer_.spilled()) {
@@ -576,15 +585,24 @@ Result<bool> PostgresSource::emit_pending(Emitter& out) {
   const bool skip = pending_.skip;
   while (true) {
     if (!skip && !out.wants_more()) return false;
-    auto next = buffer_.next();
-    if (!next) return tl::unexpected(next.error());
-    const std::string_view message = *next;
+    std::string_view message;
+    if (undecoded_) {
+      message = *undecoded_;
+    } else {
+      auto next = buffer_.next();
+      if (!next) return tl::unexpected(next.error());
+      message = *next;
+    }
     if (message.empty()) break;
     decoded_.clear();
     if (auto decoded = decoder_.decode(message, !skip, decoded_); !decoded) {
+      // A catalog lookup that failed for now (lost connection): the same message is decoded again
+      // at the next poll, so that no change is lost or delivered twice.
+      if (decoded.error().retryable && !undecoded_) undecoded_ = std::string(message);
       return tl::unexpected(
           with_context(decoded.error(), "decoding transaction " + std::to_string(pending_.xid)));
     }
+    undecoded_.reset();
     for (Change& change : decoded_) {
       change.lsn = pending_.lsn;
       change.seq = pending_.seq++;
@@ -592,6 +610,7 @@ Result<bool> PostgresSource::emit_pending(Emitter& out) {
       change.txid = pending_.xid;
       change.source = database_;
       change.event_lsn = buffer_.lsn();
+      change.begin_lsn = pending_.begin_lsn;
       change.previous_commit_lsn = next_lsn_ > 0 ? next_lsn_ - 1 : 0;
       out.emit(std::move(change));
     }

@@ -66,6 +66,7 @@ class PostgresSource : public Source {
     std::uint64_t lsn = 0;
     std::int64_t timestamp_us = 0;
     std::uint32_t xid = 0;
+    std::uint64_t begin_lsn = 0;  // where its Begin message is in the WAL
     std::uint32_t seq = 0;
   };
 
@@ -117,8 +118,11 @@ class PostgresSource : public Source {
   TransactionBuffer buffer_;
   bool in_transaction_ = false;
   std::uint32_t begin_xid_ = 0;
+  std::uint64_t begin_lsn_ = 0;
   PendingTransaction pending_;
   std::vector<Change> decoded_;
+  // A message of the pending transaction whose decoding failed for now, to decode again first.
+  std::optional<std::string> undecoded_;
 
   std::uint64_t next_lsn_ = 0;  // transactions committed before it are not delivered again
   std::atomic<std::uint64_t> committed_lsn_{0};

@@ -1,5 +1,7 @@
 #include "sources/postgres/relation_cache.h"
 
+#include <algorithm>
+
 namespace cdcd::postgres {
 
 namespace {
@@ -140,6 +142,10 @@ std::uint32_t builtin_array_element(std::uint32_t array_oid) {
   return 0;
 }
 
+bool is_builtin_type(std::uint32_t oid) {
+  return !builtin_type_name(oid).empty() || builtin_array_element(oid) != 0;
+}
+
 const TypeInfo& type_of_oid(std::uint32_t oid) {
   static const TypeTable kTable = make_type_table();
   static const TypeInfo kTextForm{};
@@ -209,29 +215,97 @@ Status ChangeDecoder::apply_relation(std::string_view message) {
   if (!parsed) return fail("malformed pgoutput Relation message");
   Relation relation;
   relation.entity = parsed->nspname + "." + parsed->relname;
-  std::vector<DeclaredColumn> declared;
-  declared.reserve(parsed->columns.size());
+  // The Relation message of a relation seen before follows a change of it (ALTER TABLE, ALTER
+  // TYPE): what the catalog says about its types is read again.
+  const bool again = relations_.contains(parsed->oid);
+  std::vector<std::uint32_t> resolved;
+  relation.declared.reserve(parsed->columns.size());
   for (std::size_t i = 0; i < parsed->columns.size(); ++i) {
     auto& source = parsed->columns[i];
-    declared.push_back({source.name, source.type_oid, source.type_modifier, source.key, {}});
+    const std::uint32_t oid = source.type_oid;
+    if (!is_builtin_type(oid) &&
+        std::find(resolved.begin(), resolved.end(), oid) == resolved.end()) {
+      if (auto found = resolve_type(oid, again, source.name, relation.entity); !found) {
+        return found;
+      }
+      resolved.push_back(oid);
+    }
+    relation.declared.push_back({source.name, oid, source.type_modifier, source.key, {}});
     // The replica identity as the stream states it: the primary key, the REPLICA IDENTITY USING
     // INDEX columns, every column for REPLICA IDENTITY FULL.
     if (source.key) relation.key_columns.push_back(i);
-    relation.columns.push_back(
-        Column{source.name, json_name(source.name), &type_of_oid(source.type_oid)});
+    relation.columns.push_back(Column{source.name, json_name(source.name), &type_of_oid(oid)});
   }
-  relation.schema = make_entity_schema(relation.entity, declared, custom_types_);
+  relation.schema = make_entity_schema(relation.entity, relation.declared, custom_types_);
+  for (std::size_t i = 0; i < relation.schema->columns.size(); ++i) {
+    if (relation.schema->columns[i].type.enum_labels) relation.enum_columns.push_back(i);
+  }
   relations_[parsed->oid] = std::move(relation);
   return ok();
 }
 
-// A type that is not built in keeps its text form (type_of_oid); only its name is kept, for the
-// column types of the relations that follow.
+// A type that is not built in keeps its text form (type_of_oid); its name is kept for the column
+// types of the relations that follow, next to what the catalog says about it.
 Status ChangeDecoder::apply_type(std::string_view message) {
   auto parsed = parse_type(message);
   if (!parsed) return fail("malformed pgoutput Type message");
-  custom_types_[parsed->oid] = parsed->name;
+  custom_types_[parsed->oid].name = parsed->name;
   return ok();
+}
+
+Status ChangeDecoder::resolve_type(std::uint32_t oid, bool refresh, std::string_view column,
+                                   std::string_view entity) {
+  if (!lookup_) return ok();
+  CustomType& cached = custom_types_[oid];
+  if (cached.looked_up && !refresh) return ok();
+  auto found = lookup_(oid);
+  if (!found) {
+    std::string message = "looking up the type (OID " + std::to_string(oid) + ") of column ";
+    message += column;
+    message += " of ";
+    message += entity;
+    message += " in the catalog: " + found.error().message;
+    return tl::unexpected(Error{std::move(message), found.error().retryable});
+  }
+  if (found->name.empty()) found->name = cached.name;  // dropped since: the stream's name stays
+  cached = std::move(*found);
+  return ok();
+}
+
+Status ChangeDecoder::refresh_stale_enums(const Relation& relation,
+                                          const std::vector<TupleValue>& values) {
+  for (std::size_t index : relation.enum_columns) {
+    const TupleValue& value = values[index];
+    if (value.kind != 't') continue;
+    const std::uint32_t oid = relation.declared[index].type_oid;
+    const auto& labels = relation.schema->columns[index].type.enum_labels;
+    if (!labels || std::find(labels->begin(), labels->end(), value.data) != labels->end()) {
+      continue;
+    }
+    auto unknown = std::pair(oid, std::string(value.data));
+    if (unknown_labels_.contains(unknown)) continue;
+    if (auto refreshed = resolve_type(oid, true, relation.declared[index].name, relation.entity);
+        !refreshed) {
+      return refreshed;
+    }
+    rebuild_schemas_using(oid);
+    const auto& fresh = custom_types_[oid].enum_labels;
+    if (!fresh || std::find(fresh->begin(), fresh->end(), value.data) == fresh->end()) {
+      unknown_labels_.insert(std::move(unknown));
+    }
+  }
+  return ok();
+}
+
+// A new schema object, so that encoders that cache by schema see the change.
+void ChangeDecoder::rebuild_schemas_using(std::uint32_t type_oid) {
+  auto of_type = [&](const DeclaredColumn& column) { return column.type_oid == type_oid; };
+  for (auto& entry : relations_) {
+    Relation& relation = entry.second;
+    if (std::any_of(relation.declared.begin(), relation.declared.end(), of_type)) {
+      relation.schema = make_entity_schema(relation.entity, relation.declared, custom_types_);
+    }
+  }
 }
 
 Result<const Relation*> ChangeDecoder::find(std::uint32_t oid) const {
@@ -281,6 +355,7 @@ Status ChangeDecoder::decode_insert(std::string_view message, std::vector<Change
     return fail("malformed pgoutput Insert message");
   }
   if (auto width = check_width(**relation, new_values_); !width) return width;
+  if (auto fresh = refresh_stale_enums(**relation, new_values_); !fresh) return fresh;
   Change& change = out.emplace_back();
   change.operation = Operation::kInsert;
   change.entity = (*relation)->entity;
@@ -310,6 +385,7 @@ Status ChangeDecoder::decode_update(std::string_view message, std::vector<Change
   if (has_old) {
     if (auto width = check_width(rel, old_values_); !width) return width;
   }
+  if (auto fresh = refresh_stale_enums(rel, new_values_); !fresh) return fresh;
   Change& change = out.emplace_back();
   change.operation = Operation::kUpdate;
   change.entity = rel.entity;
@@ -359,6 +435,7 @@ Status ChangeDecoder::decode_delete(std::string_view message, std::vector<Change
     return fail("malformed pgoutput Delete message");
   }
   if (auto width = check_width(rel, old_values_); !width) return width;
+  if (auto fresh = refresh_stale_enums(rel, old_values_); !fresh) return fresh;
   Change& change = out.emplace_back();
   change.operation = Operation::kDelete;
   change.entity = rel.entity;

@@ -1,6 +1,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -33,6 +35,8 @@ struct Relation {
   std::string entity;  // "schema.table"
   std::vector<Column> columns;
   std::vector<std::size_t> key_columns;        // indexes into columns
+  std::vector<DeclaredColumn> declared;        // what the schema is made of
+  std::vector<std::size_t> enum_columns;       // indexes of columns whose type has enum labels
   std::shared_ptr<const EntitySchema> schema;  // attached to every change of the relation
 };
 
@@ -44,9 +48,19 @@ void append_row(std::string& out, const Relation& relation, const std::vector<Tu
 // Turns pgoutput messages into Changes. Relation messages update the cache in stream order, so a
 // column added mid-stream shows in the changes that follow it. What a change looks like depends
 // only on the stream: a key is the columns the Relation message flags as replica identity, a
-// value's JSON the mapping of its column's type OID; the catalog is never consulted.
+// value's JSON the mapping of its column's type OID. Only the column types attached to changes
+// (Change::schema) say more about types that are not built in (enum labels, a domain's base
+// type), which the catalog alone knows: the type lookup reads it when a Relation message names
+// such a type, for every type of a relation whose Relation message comes again, and when an
+// enum value is not among the labels read (ALTER TYPE ... ADD VALUE sends no Relation message).
 class ChangeDecoder {
  public:
+  // What the catalog says now about a type (type_catalog.h). Errors keep their `retryable`.
+  using TypeLookup = std::function<Result<CustomType>(std::uint32_t oid)>;
+
+  // Without a lookup, types that are not built in are known by name only.
+  void set_type_lookup(TypeLookup lookup) { lookup_ = std::move(lookup); }
+
   // Applies schema messages (Relation, Type) always; appends the changes of Insert, Update,
   // Delete and Truncate to `out` when `want_changes` (lsn, seq and time are left to the caller).
   Status decode(std::string_view message, bool want_changes, std::vector<Change>& out);
@@ -56,6 +70,10 @@ class ChangeDecoder {
  private:
   Status apply_relation(std::string_view message);
   Status apply_type(std::string_view message);
+  Status resolve_type(std::uint32_t oid, bool refresh, std::string_view column,
+                      std::string_view entity);
+  Status refresh_stale_enums(const Relation& relation, const std::vector<TupleValue>& values);
+  void rebuild_schemas_using(std::uint32_t type_oid);
   Result<const Relation*> find(std::uint32_t oid) const;
   Status decode_insert(std::string_view message, std::vector<Change>& out);
   Status decode_update(std::string_view message, std::vector<Change>& out);
@@ -65,7 +83,11 @@ class ChangeDecoder {
   void append_new_key(std::string& out, const Relation& relation);
 
   std::unordered_map<std::uint32_t, Relation> relations_;
-  CustomTypeNames custom_types_;
+  CustomTypes custom_types_;
+  TypeLookup lookup_;
+  // Enum values that were not among the labels even after reading them again (a label renamed
+  // since): not looked up again for every change that has them.
+  std::set<std::pair<std::uint32_t, std::string>, std::less<>> unknown_labels_;
   std::vector<TupleValue> old_values_;
   std::vector<TupleValue> new_values_;
   std::vector<TupleValue> key_values_;

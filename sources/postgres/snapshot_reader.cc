@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstdlib>
 
+#include "sources/postgres/type_catalog.h"
+
 namespace cdcd::postgres {
 
 namespace {
@@ -72,6 +74,7 @@ Status SnapshotReader::open_table() {
   if (!key) return tl::unexpected(key.error());
   std::string select_list;
   std::vector<DeclaredColumn> declared_columns;
+  CustomTypes custom_types;  // read in the snapshot's transaction, as the stream reads them
   for (int row = 0; row < PQntuples(columns->get()); ++row) {
     std::string name = PQgetvalue(columns->get(), row, 0);
     const auto type_oid =
@@ -79,6 +82,11 @@ Status SnapshotReader::open_table() {
     // Mapped by OID like the stream's columns, so that a snapshot row and a streamed change of
     // the same row look alike.
     const TypeInfo& type = type_of_oid(type_oid);
+    if (!is_builtin_type(type_oid) && !custom_types.contains(type_oid)) {
+      auto custom = look_up_type(conn_, type_oid);
+      if (!custom) return tl::unexpected(custom.error());
+      custom_types.emplace(type_oid, std::move(*custom));
+    }
     const bool key_column = std::find(key->begin(), key->end(), name) != key->end();
     if (key_column) relation_.key_columns.push_back(relation_.columns.size());
     declared_columns.push_back(
@@ -92,7 +100,7 @@ Status SnapshotReader::open_table() {
     json_name += ':';
     relation_.columns.push_back(Column{name, std::move(json_name), &type});
   }
-  relation_.schema = make_entity_schema(relation_.entity, declared_columns, {});
+  relation_.schema = make_entity_schema(relation_.entity, declared_columns, custom_types);
   if (select_list.empty()) select_list = "NULL";
   std::string from =
       conn_.quote_identifier(table.schema) + "." + conn_.quote_identifier(table.name);

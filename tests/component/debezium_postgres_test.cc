@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "daemon/format/debezium_transactions.h"
 #include "daemon/format/format.h"
 #include "sources/postgres/postgres_source.h"
 #include "tests/support/postgres_source_fixture.h"
@@ -60,6 +61,14 @@ class DebeziumPostgresTest : public test::PostgresSourceFixture {
     auto changes = out.changes_of(entity);
     EXPECT_EQ(changes.size(), 1u);
     return changes.empty() ? Change{} : changes[0];
+  }
+
+  // "<type> <logical name>" of a column of the `after` struct, with schemas: true.
+  static std::string logical_type(const Change& change, const std::string& column,
+                                  Options options = {}) {
+    options.schemas = true;
+    json schema = after_field_schema(debezium(change, options), column);
+    return schema.value("type", "") + " " + schema.value("name", "");
   }
 };
 
@@ -355,6 +364,185 @@ TEST_F(DebeziumPostgresTest, EnvelopeSourceBlockAndStructNames) {
   prefixed.topic_prefix = "inventory";
   EXPECT_EQ(debezium(changes[2], prefixed)["schema"]["name"], "inventory.public.t.Envelope");
   EXPECT_EQ(debezium(changes[2], prefixed)["payload"]["source"]["name"], "inventory");
+}
+
+// An enum column: io.debezium.data.Enum with its labels in sort order (not creation order) as
+// `allowed`. A label added after streaming started (ALTER TYPE ... ADD VALUE: no Relation
+// message) is in `allowed` of the events from then on.
+TEST_F(DebeziumPostgresTest, EnumColumnsListTheirLabelsAndFollowAddedOnes) {
+  sql("CREATE TYPE mood AS ENUM ('sad', 'ok'); ALTER TYPE mood ADD VALUE 'happy' BEFORE 'ok';"
+      "CREATE TABLE feelings (id int PRIMARY KEY, m mood)");
+  auto& source = start_source(options());
+  sql("INSERT INTO feelings VALUES (1, 'happy')");
+  RecordingEmitter out;
+  ASSERT_TRUE(read_transactions(source, out, 1));
+  sql("ALTER TYPE mood ADD VALUE 'glad'");
+  sql("INSERT INTO feelings VALUES (2, 'glad')");
+  sql("UPDATE feelings SET m = 'sad' WHERE id = 1");
+  ASSERT_TRUE(
+      poll_until(source, out, [&] { return out.changes_of("public.feelings").size() >= 3; }));
+  auto changes = out.changes_of("public.feelings");
+  ASSERT_EQ(changes.size(), 3u);
+
+  EXPECT_EQ(debezium(changes[0])["after"]["m"], "happy");
+  Options schemas;
+  schemas.schemas = true;
+  EXPECT_EQ(after_field_schema(debezium(changes[0], schemas), "m"),
+            json::parse(R"({"type":"string","optional":true,"name":"io.debezium.data.Enum",
+                "version":1,"parameters":{"allowed":"sad,happy,ok"},"field":"m"})"));
+  EXPECT_EQ(debezium(changes[1])["after"]["m"], "glad");
+  for (std::size_t i : {1u, 2u}) {
+    EXPECT_EQ(after_field_schema(debezium(changes[i], schemas), "m")["parameters"]["allowed"],
+              "sad,happy,ok,glad")
+        << i;
+  }
+  EXPECT_EQ(debezium(changes[2])["after"]["m"], "sad");
+}
+
+// A domain is its base type, followed through domains over domains, with the modifier the
+// domain declares (a column of a domain has none of its own).
+TEST_F(DebeziumPostgresTest, DomainsAreRepresentedAsTheirBaseTypes) {
+  Change change = stream_one(
+      "CREATE DOMAIN amount AS numeric(10,2); CREATE DOMAIN price AS amount CHECK (VALUE >= 0);"
+      "CREATE DOMAIN label AS text; CREATE DOMAIN short_label AS label;"
+      "CREATE DOMAIN quantity AS int4; CREATE DOMAIN small_quantity AS quantity;"
+      "CREATE DOMAIN blob AS bytea; CREATE DOMAIN flag AS bool;"
+      "CREATE TABLE items (id int PRIMARY KEY, a amount, p price, l short_label, "
+      "q small_quantity, bl blob, f flag)",
+      {"INSERT INTO items VALUES (1, 1234.5, 3.1, 'x', 42, '\\x0001ff', true)"}, "public.items");
+  json after = debezium(change)["after"];
+  EXPECT_EQ(after["a"], "AeI6");  // Decimal 123450, scale 2
+  EXPECT_EQ(after["p"], "ATY=");  // Decimal 310, scale 2
+  EXPECT_EQ(after["l"], "x");
+  EXPECT_EQ(after["q"], 42);
+  EXPECT_EQ(after["bl"], "AAH/");
+  EXPECT_EQ(after["f"], true);
+  Options hex;
+  hex.binary = Options::BinaryMode::kHex;
+  EXPECT_EQ(debezium(change, hex)["after"]["bl"], "0001ff");
+  Options schemas;
+  schemas.schemas = true;
+  const json decimal = json::parse(R"({"type":"bytes","optional":true,
+      "name":"org.apache.kafka.connect.data.Decimal","version":1,
+      "parameters":{"scale":"2","connect.decimal.precision":"10"}})");
+  json a = after_field_schema(debezium(change, schemas), "a");
+  a.erase("field");
+  EXPECT_EQ(a, decimal);
+  json p = after_field_schema(debezium(change, schemas), "p");
+  p.erase("field");
+  EXPECT_EQ(p, decimal);
+  EXPECT_EQ(logical_type(change, "l"), "string ");
+  EXPECT_EQ(logical_type(change, "q"), "int32 ");
+  EXPECT_EQ(logical_type(change, "bl"), "bytes ");
+  EXPECT_EQ(logical_type(change, "f"), "boolean ");
+}
+
+// bit(1) and varbit(1) are booleans; longer bit strings io.debezium.data.Bits: the bits as one
+// number in little-endian bytes, as few as its highest set bit needs, base64 in JSON whatever
+// binary.handling.mode says.
+TEST_F(DebeziumPostgresTest, BitStringsAreBooleansOrDebeziumBits) {
+  Change change = stream_one(
+      "CREATE TABLE bits (id int PRIMARY KEY, b1 bit, b10 bit(10), b20 bit(20), zero bit(10), "
+      "vb varbit, vb5 varbit(5), vb1 varbit(1))",
+      {"INSERT INTO bits VALUES (1, B'1', B'1010101010', B'10000000000000000001', "
+       "B'0000000000', B'101', B'10011', B'0')"},
+      "public.bits");
+  json after = debezium(change)["after"];
+  EXPECT_EQ(after["b1"], true);
+  EXPECT_EQ(after["b10"], "qgI=");  // 0x2AA: AA 02
+  EXPECT_EQ(after["b20"], "AQAI");  // 0x80001: 01 00 08
+  EXPECT_EQ(after["zero"], "");
+  EXPECT_EQ(after["vb"], "BQ==");   // 05
+  EXPECT_EQ(after["vb5"], "Ew==");  // 0x13
+  EXPECT_EQ(after["vb1"], false);
+  Options hex;
+  hex.binary = Options::BinaryMode::kHex;
+  EXPECT_EQ(debezium(change, hex)["after"]["b10"], "qgI=");
+  EXPECT_EQ(logical_type(change, "b1"), "boolean ");
+  EXPECT_EQ(logical_type(change, "vb1"), "boolean ");
+  EXPECT_EQ(logical_type(change, "b10", hex), "bytes io.debezium.data.Bits");
+  Options schemas;
+  schemas.schemas = true;
+  json envelope = debezium(change, schemas);
+  EXPECT_EQ(after_field_schema(envelope, "b10"),
+            json::parse(R"({"type":"bytes","optional":true,"name":"io.debezium.data.Bits",
+                "version":1,"parameters":{"length":"10"},"field":"b10"})"));
+  EXPECT_EQ(after_field_schema(envelope, "vb5")["parameters"]["length"], "5");
+  // An unbounded varbit: the JDBC driver's precision for it.
+  EXPECT_EQ(after_field_schema(envelope, "vb")["parameters"]["length"], "2147483647");
+}
+
+// The snapshot reads the same catalog facts as the stream: a row of each gives the same schema.
+TEST_F(DebeziumPostgresTest, SnapshotRowsHaveTheStreamsColumnTypes) {
+  sql("CREATE TYPE mood AS ENUM ('sad', 'happy'); CREATE DOMAIN amount AS numeric(10,2);"
+      "CREATE DOMAIN price AS amount; CREATE TABLE t (id int PRIMARY KEY, m mood, p price, "
+      "b bit(10), vb varbit); INSERT INTO t VALUES (1, 'sad', 1.5, B'1010101010', B'11')");
+  auto opts = options();
+  opts.initial_snapshot = true;
+  opts.tables = {"public.t"};
+  auto& source = start_source(opts);
+  RecordingEmitter out;
+  ASSERT_TRUE(read_transactions(source, out, 1));
+  sql("INSERT INTO t VALUES (2, 'happy', 2.5, B'0000000001', B'1')");
+  ASSERT_TRUE(poll_until(source, out, [&] { return out.changes_of("public.t").size() >= 2; }));
+  auto changes = out.changes_of("public.t");
+  ASSERT_EQ(changes.size(), 2u);
+  EXPECT_EQ(changes[0].operation, Operation::kRead);
+  Options schemas;
+  schemas.schemas = true;
+  json snapshot = debezium(changes[0], schemas);
+  json streamed = debezium(changes[1], schemas);
+  EXPECT_EQ(snapshot["schema"], streamed["schema"]);
+  EXPECT_EQ(after_field_schema(snapshot, "m")["parameters"]["allowed"], "sad,happy");
+  EXPECT_EQ(after_field_schema(snapshot, "p")["parameters"]["scale"], "2");
+  EXPECT_EQ(snapshot["payload"]["after"],
+            json({{"id", 1}, {"m", "sad"}, {"p", "AJY="}, {"b", "qgI="}, {"vb", "Aw=="}}));
+}
+
+// Debezium's PostgreSQL connector names a transaction "txId:LSN", the LSN being that of the
+// record the id is in (PostgresTransactionMonitor takes it from the offset at each record): the
+// BEGIN's is the position of the transaction's Begin message, a change's block has the change's.
+// test_decoding, on a slot of its own, reports the same positions for the same messages.
+TEST_F(DebeziumPostgresTest, TransactionIdsCarryThePositionOfTheirRecord) {
+  sql("CREATE TABLE t (id int PRIMARY KEY, v text)");
+  const std::string oracle = "oracle_" + db_;
+  sql("SELECT pg_create_logical_replication_slot('" + oracle + "', 'test_decoding')");
+  auto& source = start_source(options());
+  sql("BEGIN; INSERT INTO t VALUES (1, repeat('x', 10)); INSERT INTO t VALUES (2, 'y'); COMMIT");
+  RecordingEmitter out;
+  ASSERT_TRUE(read_transactions(source, out, 1));
+  auto changes = out.changes_of("public.t");
+  ASSERT_EQ(changes.size(), 2u);
+  ASSERT_TRUE(changes[0].txid);
+  const std::string txid = std::to_string(*changes[0].txid);
+  auto position_of = [&](const std::string& condition) {
+    return value("SELECT (lsn - '0/0')::bigint FROM pg_logical_slot_peek_changes('" + oracle +
+                 "', NULL, NULL) WHERE xid = '" + txid + "' AND " + condition +
+                 " ORDER BY lsn LIMIT 1")
+        .value_or("none");
+  };
+  const std::string begin_lsn = position_of("data LIKE 'BEGIN%'");
+  const std::string second_lsn = position_of("data LIKE '%INSERT: id[integer]:2 %'");
+  sql("SELECT pg_drop_replication_slot('" + oracle + "')");
+
+  Options options;
+  options.transaction_metadata = true;
+  DebeziumTransactions transactions;
+  std::vector<DebeziumRecord> records;
+  EncodeContext context{"pg", "postgres", kProcessedAtUs, &options};
+  ASSERT_NE(transactions.next(changes[0], context, records), nullptr);
+  ASSERT_EQ(records.size(), 1u);
+  EXPECT_EQ(json::parse(records[0].value)["status"], "BEGIN");
+  EXPECT_EQ(json::parse(records[0].value)["id"], txid + ":" + begin_lsn);
+  EXPECT_EQ(json::parse(records[0].key)["id"], txid + ":" + begin_lsn);
+  const TransactionBlock* block = transactions.next(changes[1], context, records);
+  ASSERT_NE(block, nullptr);
+  EXPECT_EQ(std::string(block->id), txid + ":" + second_lsn);
+  context.transaction = block;
+  std::string line;
+  encode_change(Format::kDebezium, changes[1], context, line);
+  EXPECT_EQ(json::parse(line)["transaction"]["id"], txid + ":" + second_lsn);
+  EXPECT_EQ(json::parse(line)["source"]["lsn"].dump(), second_lsn);
 }
 
 TEST_F(DebeziumPostgresTest, SnapshotRowsCarryFirstAndLastMarkers) {
