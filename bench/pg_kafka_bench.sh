@@ -14,6 +14,7 @@
 #    consumer's fetch, so it bounds commit -> delivery report from above.
 #
 # Usage: bench/pg_kafka_bench.sh [ROWS] [ROUNDS] [LATENCY_SECONDS]   (defaults: 500000, 3, 20)
+# ROWS=0 runs the latency measurement alone.
 # LATENCY_MAX_WAIT (default 5ms) is the latency run's batch max_wait, LATENCY_LINGER_MS its
 # producer's linger.ms (default: librdkafka's, 5).
 # BUILD_DIR selects the build directory (configured and built if needed).
@@ -177,7 +178,8 @@ measure() {  # workload name, number of row events, load SQL
   done
 }
 
-measure single "$rows" "
+# ROWS=0 skips the throughput runs (the latency run alone).
+[ "$rows" -gt 0 ] && measure single "$rows" "
   DO \$\$ BEGIN
     FOR i IN 1..$rows LOOP
       INSERT INTO bench VALUES (i, 'row ' || i, 0); COMMIT;
@@ -185,7 +187,7 @@ measure single "$rows" "
   END \$\$;"
 
 psql_ -c "TRUNCATE bench" >/dev/null
-measure batched "$rows" "
+[ "$rows" -gt 0 ] && measure batched "$rows" "
   DO \$\$ BEGIN
     FOR t IN 0..$((rows / 100 - 1)) LOOP
       INSERT INTO bench SELECT i, 'row ' || i, 0 FROM generate_series(t * 100 + 1, t * 100 + 100) i;

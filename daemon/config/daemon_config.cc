@@ -567,6 +567,7 @@ class Parser {
       }
     }
     if (auto wait = node.duration("max_wait")) batch.max_wait = *wait;
+    if (auto eager = node.boolean("send_when_caught_up")) batch.send_when_caught_up = *eager;
     if (auto in_flight = node.integer("max_in_flight", 1, kMaxInFlight)) {
       batch.max_in_flight = *in_flight;
     }

@@ -197,11 +197,11 @@ void Consumer::run() {
       if (++handled % kEventsPerClockCheck != 0) continue;
       release_handled_bytes();
       auto now = Clock::now();
-      if (open_batch_ && now >= open_since_ + setup_.config.batch.max_wait) flush_batch();
+      if (open_batch_waited_enough(now)) flush_batch();
       if (now >= next_checkpoint_) save_checkpoint();
     }
     release_handled_bytes();
-    if (open_batch_ && Clock::now() >= open_since_ + setup_.config.batch.max_wait) flush_batch();
+    if (open_batch_waited_enough(Clock::now()) || caught_up_with_open_batch()) flush_batch();
     if (Clock::now() >= next_checkpoint_) save_checkpoint();
     update_metrics();
   }
@@ -291,6 +291,17 @@ void Consumer::add_change(Change&& change) {
       open_batch_->bytes >= setup_.config.batch.max_bytes) {
     flush_batch();
   }
+}
+
+bool Consumer::open_batch_waited_enough(Clock::time_point now) const {
+  return open_batch_ && now >= open_since_ + setup_.config.batch.max_wait;
+}
+
+// Every change the source handed over is in the open batch: waiting longer only adds latency,
+// since what comes next arrives as a chunk of its own.
+bool Consumer::caught_up_with_open_batch() const {
+  return open_batch_ && setup_.config.batch.send_when_caught_up && pending_.empty() &&
+         !queue_.has_queued();
 }
 
 std::size_t Consumer::batches_in_flight() const {

@@ -139,6 +139,8 @@ class Consumer {
   void note_turn();
   void update_metrics();
   void set_failed(const std::string& reason);
+  bool open_batch_waited_enough(std::chrono::steady_clock::time_point now) const;
+  bool caught_up_with_open_batch() const;
   std::size_t batches_in_flight() const;
 
   ConsumerSetup setup_;

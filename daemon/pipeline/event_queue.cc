@@ -78,6 +78,11 @@ bool EventQueue::end_of_stream() const {
   return end_of_stream_;
 }
 
+bool EventQueue::has_queued() const {
+  std::lock_guard lock(mutex_);
+  return !chunks_.empty();
+}
+
 std::optional<std::int64_t> EventQueue::oldest_change_timestamp() const {
   std::lock_guard lock(mutex_);
   return first_change_timestamp(chunks_, 0);

@@ -57,6 +57,8 @@ class EventQueue {
   void release(std::size_t bytes);
 
   bool end_of_stream() const;
+  // Whether events wait here that pop_all() has not taken yet.
+  bool has_queued() const;
 
   // Commit time of the oldest change waiting here, if any (for lag_seconds).
   std::optional<std::int64_t> oldest_change_timestamp() const;

@@ -21,7 +21,8 @@ namespace {
 constexpr char kHeartbeatPrefix[] = "cdcd_heartbeat";
 constexpr std::chrono::milliseconds kMaxBackoff{30000};
 constexpr std::chrono::milliseconds kFirstBackoff{250};
-// How long a caught-up poll() waits for more before handing its changes to the pipeline.
+// The longest a poll() keeps reading after its first change before handing its changes to the
+// pipeline, when the walsender never lets it catch up.
 constexpr std::chrono::milliseconds kHandOverLinger{2};
 constexpr std::chrono::microseconds kReadCoalescing{500};
 
@@ -485,6 +486,8 @@ Result<PollOutcome> PostgresSource::poll_stream(Emitter& out, Deadline deadline)
       continue;
     }
     if (length == 0) {
+      // Caught up: what was emitted goes to the pipeline now rather than after the linger.
+      if (hand_over_at) return PollOutcome::kMore;
       auto until = std::min(
           {deadline, next_status_, next_monitor_, hand_over_at.value_or(Clock::time_point::max())});
       auto timeout = std::chrono::duration_cast<std::chrono::milliseconds>(until - now).count();

@@ -241,6 +241,7 @@ TEST_F(ConsumerTest, MaxWaitFlushesAPartialBatch) {
   auto config = base_config();
   config.batch.max_events = 1000;
   config.batch.max_wait = milliseconds(20);
+  config.batch.send_when_caught_up = false;
   auto consumer = make(config, {{"a", &sink}});
   consumer->start();
   feed(*consumer, transaction(1, 3));  // no end of stream: only max_wait can flush it
@@ -250,6 +251,44 @@ TEST_F(ConsumerTest, MaxWaitFlushesAPartialBatch) {
   feed(*consumer, {}, true);
   ASSERT_TRUE(wait_stopped(*consumer));
   EXPECT_EQ(consumer->state(), ConsumerState::kFinished);
+}
+
+// Low commit-to-sink latency at low rates: once the consumer has handled everything queued, the
+// open batch goes out at once, whatever max_wait says; everything queued together stays together.
+TEST_F(ConsumerTest, SendsTheBatchOnceCaughtUpWithTheSource) {
+  FakeSink sink;
+  auto config = base_config();
+  config.batch.max_events = 1000;
+  config.batch.max_wait = kForever;
+  auto consumer = make(config, {{"a", &sink}});
+  consumer->start();
+  feed(*consumer, transactions(1, 5, 2));
+  ASSERT_TRUE(wait_until([&] { return sink.changes().size() == 10; }));
+  feed(*consumer, transaction(6, 1));
+  ASSERT_TRUE(wait_until([&] { return sink.changes().size() == 11; }));
+  EXPECT_EQ(batch_sizes(sink), (std::vector<std::size_t>{10, 1}));
+  EXPECT_EQ(consumer->state(), ConsumerState::kRunning);
+  feed(*consumer, {}, true);
+  ASSERT_TRUE(wait_stopped(*consumer));
+  EXPECT_EQ(consumer->state(), ConsumerState::kFinished);
+}
+
+TEST_F(ConsumerTest, WithoutSendWhenCaughtUpABatchWaitsForMaxWait) {
+  FakeSink sink;
+  auto config = base_config();
+  config.batch.max_events = 1000;
+  config.batch.max_wait = kForever;
+  config.batch.send_when_caught_up = false;
+  auto consumer = make(config, {{"a", &sink}});
+  consumer->start();
+  feed(*consumer, transactions(1, 5, 2));
+  feed(*consumer, transaction(6, 1));
+  std::this_thread::sleep_for(milliseconds(200));
+  EXPECT_TRUE(sink.changes().empty());
+  feed(*consumer, {}, true);
+  ASSERT_TRUE(wait_stopped(*consumer));
+  EXPECT_EQ(consumer->state(), ConsumerState::kFinished);
+  EXPECT_EQ(batch_sizes(sink), (std::vector<std::size_t>{11}));
 }
 
 TEST_F(ConsumerTest, TransactionsSpanningBatchesKeepOrderWithAsyncAcks) {

@@ -217,6 +217,7 @@ TEST(DaemonConfig, ParsesTheQuickstartShape) {
   EXPECT_EQ(consumer.batch.max_wait, milliseconds(100));
   EXPECT_EQ(consumer.batch.max_bytes, 1u << 20);
   EXPECT_EQ(consumer.batch.max_in_flight, 16u);
+  EXPECT_TRUE(consumer.batch.send_when_caught_up);
   EXPECT_EQ(consumer.on_error, OnError::kStop);
   EXPECT_EQ(consumer.dead_letter_sink, "");
   EXPECT_EQ(consumer.max_queue_bytes, 16u << 20);
@@ -291,7 +292,8 @@ consumers:
     exclude_entities: ["public.order_audit"]
     operations: [insert, read, insert]
     start: {timestamp: "2025-11-21T12:00:00.123456+02:00"}
-    batch: {max_events: 1000000, max_bytes: 4MiB, max_wait: 1.5s, max_in_flight: 1024}
+    batch: {max_events: 1000000, max_bytes: 4MiB, max_wait: 1.5s, max_in_flight: 1024,
+            send_when_caught_up: false}
     on_error: dead_letter
     dead_letter_sink: dlq
     max_queue_bytes: 64KiB
@@ -332,6 +334,7 @@ shutdown_timeout: 2m
   EXPECT_EQ(orders.batch.max_bytes, 4u << 20);
   EXPECT_EQ(orders.batch.max_wait, milliseconds(1500));
   EXPECT_EQ(orders.batch.max_in_flight, 1024u);
+  EXPECT_FALSE(orders.batch.send_when_caught_up);
   EXPECT_EQ(orders.on_error, OnError::kDeadLetter);
   EXPECT_EQ(orders.dead_letter_sink, "dlq");
   EXPECT_EQ(orders.max_queue_bytes, 64u << 10);
