@@ -19,9 +19,9 @@ struct BatchConfig {
   std::size_t max_events = 500;
   std::uint64_t max_bytes = 1 << 20;
   std::chrono::milliseconds max_wait{100};
-  // Send a batch once every change the source handed over is in it, instead of holding it for
-  // max_wait: low commit-to-sink latency at low rates; under load the source hands over more at
-  // a time and the batches grow by themselves.
+  // Send a batch once every change the source handed over is in it (and it is 1 ms old while
+  // earlier batches are in flight), instead of holding it for max_wait: low commit-to-sink
+  // latency; under load the source hands over more at a time and the batches grow by themselves.
   bool send_when_caught_up = true;
   std::size_t max_in_flight = 16;  // batches written but not yet acknowledged
 };

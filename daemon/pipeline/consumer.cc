@@ -17,6 +17,8 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr auto kIdleWake = std::chrono::milliseconds(100);
 constexpr std::size_t kEventsPerClockCheck = 64;
+// The least age of a batch sent because the consumer caught up while earlier ones are in flight.
+constexpr auto kBusyBatchAge = std::chrono::milliseconds(1);
 constexpr std::int64_t kNone = std::numeric_limits<std::int64_t>::min();
 constexpr std::string_view kDeadLetterEntity = "cdcd.dead_letter";
 
@@ -176,6 +178,9 @@ void Consumer::run() {
     if (pending_.empty() && !queue_.end_of_stream()) {
       auto wake = Clock::now() + kIdleWake;
       if (open_batch_) wake = std::min(wake, open_since_ + setup_.config.batch.max_wait);
+      if (open_batch_ && setup_.config.batch.send_when_caught_up) {
+        wake = std::min(wake, open_since_ + kBusyBatchAge);
+      }
       wake = std::min(wake, next_checkpoint_);
       queue_.pop_all(pending_, wake);
     }
@@ -201,7 +206,8 @@ void Consumer::run() {
       if (now >= next_checkpoint_) save_checkpoint();
     }
     release_handled_bytes();
-    if (open_batch_waited_enough(Clock::now()) || caught_up_with_open_batch()) flush_batch();
+    const auto now = Clock::now();
+    if (open_batch_waited_enough(now) || caught_up_with_open_batch(now)) flush_batch();
     if (Clock::now() >= next_checkpoint_) save_checkpoint();
     update_metrics();
   }
@@ -297,11 +303,14 @@ bool Consumer::open_batch_waited_enough(Clock::time_point now) const {
   return open_batch_ && now >= open_since_ + setup_.config.batch.max_wait;
 }
 
-// Every change the source handed over is in the open batch: waiting longer only adds latency,
-// since what comes next arrives as a chunk of its own.
-bool Consumer::caught_up_with_open_batch() const {
-  return open_batch_ && setup_.config.batch.send_when_caught_up && pending_.empty() &&
-         !queue_.has_queued();
+// Every change the source handed over is in the open batch: waiting longer only adds latency.
+// While earlier batches are in flight, the batch is at least kBusyBatchAge old: at high rates a
+// batch per hand-over from the source costs CPU per change (a write, an acknowledgement, and
+// for Kafka wake-ups of librdkafka's threads) and gains little.
+bool Consumer::caught_up_with_open_batch(Clock::time_point now) const {
+  if (!open_batch_ || !setup_.config.batch.send_when_caught_up || !pending_.empty()) return false;
+  if (batches_in_flight() > 0 && now < open_since_ + kBusyBatchAge) return false;
+  return !queue_.has_queued();
 }
 
 std::size_t Consumer::batches_in_flight() const {

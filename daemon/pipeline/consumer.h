@@ -140,7 +140,7 @@ class Consumer {
   void update_metrics();
   void set_failed(const std::string& reason);
   bool open_batch_waited_enough(std::chrono::steady_clock::time_point now) const;
-  bool caught_up_with_open_batch() const;
+  bool caught_up_with_open_batch(std::chrono::steady_clock::time_point now) const;
   std::size_t batches_in_flight() const;
 
   ConsumerSetup setup_;

@@ -273,6 +273,27 @@ TEST_F(ConsumerTest, SendsTheBatchOnceCaughtUpWithTheSource) {
   EXPECT_EQ(consumer->state(), ConsumerState::kFinished);
 }
 
+// With a batch still unacknowledged, the next one goes out once it has caught up and is a moment
+// old: neither held for max_wait nor sent per hand-over.
+TEST_F(ConsumerTest, ACaughtUpBatchGoesOutWhileEarlierOnesAreInFlight) {
+  FakeSink sink(AckMode::kHold);
+  auto config = base_config();
+  config.batch.max_events = 1000;
+  config.batch.max_wait = kForever;
+  auto consumer = make(config, {{"a", &sink}});
+  consumer->start();
+  feed(*consumer, transaction(1, 2));
+  ASSERT_TRUE(wait_until([&] { return sink.batch_count() == 1; }));
+  feed(*consumer, transactions(2, 3, 2));
+  ASSERT_TRUE(wait_until([&] { return sink.changes().size() == 6; }));
+  EXPECT_EQ(sink.held(), 2u);
+  EXPECT_EQ(sink.release_oldest(2), 2u);
+  feed(*consumer, {}, true);
+  ASSERT_TRUE(wait_stopped(*consumer));
+  EXPECT_EQ(consumer->state(), ConsumerState::kFinished) << consumer->status().error;
+  EXPECT_EQ(store_.latest_lsn(kName), 3u);
+}
+
 TEST_F(ConsumerTest, WithoutSendWhenCaughtUpABatchWaitsForMaxWait) {
   FakeSink sink;
   auto config = base_config();
