@@ -488,8 +488,7 @@ Result<PollOutcome> PostgresSource::poll_stream(Emitter& out, Deadline deadline)
     if (length == 0) {
       // Caught up: what was emitted goes to the pipeline now rather than after the linger.
       if (hand_over_at) return PollOutcome::kMore;
-      auto until = std::min(
-          {deadline, next_status_, next_monitor_, hand_over_at.value_or(Clock::time_point::max())});
+      auto until = std::min({deadline, next_status_, next_monitor_});
       auto timeout = std::chrono::duration_cast<std::chrono::milliseconds>(until - now).count();
       pollfd fd{PQsocket(conn), POLLIN, 0};
       int ready = ::poll(&fd, 1, static_cast<int>(std::clamp<long>(timeout + 1, 0, 1000)));
