@@ -208,7 +208,7 @@ void Consumer::run() {
     release_handled_bytes();
     const auto now = Clock::now();
     if (open_batch_waited_enough(now) || caught_up_with_open_batch(now)) flush_batch();
-    if (Clock::now() >= next_checkpoint_) save_checkpoint();
+    if (now >= next_checkpoint_) save_checkpoint();
     update_metrics();
   }
   if (state_ == ConsumerState::kRunning && !aborted_) {
